@@ -1,0 +1,26 @@
+"""Shared fixtures: one tiny model per test session (building it is the slow part), seeded."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from vlkit import VisionLanguageModel
+
+    torch.manual_seed(0)
+    return VisionLanguageModel.from_preset("tiny").eval()
+
+
+@pytest.fixture
+def image():
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def image2():
+    rng = np.random.default_rng(1)
+    return Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))

