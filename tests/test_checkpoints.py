@@ -23,7 +23,9 @@ def saved(tmp_path_factory):
     """A tiny model with a perturbed projector and LoRA adapters, saved once for the module."""
     torch.manual_seed(0)
     model = VisionLanguageModel.from_preset("tiny")
-    model.lm.add_lora(LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    model.lm.add_lora(
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    )
     with torch.no_grad():  # LoRA's B starts at zero; give the adapters weights that matter
         for name, p in model.lm.model.named_parameters():
             if "lora_B" in name:
@@ -48,8 +50,17 @@ def test_round_trip_gives_identical_outputs(saved, image):
 def test_layout_is_safetensors_json_and_peft(saved):
     _, path = saved
     names = {p.name for p in path.iterdir()}
-    assert {"config.json", "projector.safetensors", "encoder.safetensors", "lm.safetensors", "tokenizer", "adapter"} <= names
-    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (path / "adapter").iterdir()}
+    assert {
+        "config.json",
+        "projector.safetensors",
+        "encoder.safetensors",
+        "lm.safetensors",
+        "tokenizer",
+        "adapter",
+    } <= names
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {
+        p.name for p in (path / "adapter").iterdir()
+    }
     adapter_cfg = json.loads((path / "adapter" / "adapter_config.json").read_text())
     assert adapter_cfg["peft_type"] == "LORA" and adapter_cfg["r"] == 4
     # no LoRA tensors leak into the base LM file
@@ -87,7 +98,9 @@ def test_checkpoint_from_another_format_version(saved, tmp_path):
     data = json.loads((path / "config.json").read_text())
     data.update(format_version=99, vlkit_version="9.0.0")
     (path / "config.json").write_text(json.dumps(data))
-    with pytest.raises(CheckpointError, match=r"vlkit 9\.0\.0 in checkpoint format 99.*reads format 1"):
+    with pytest.raises(
+        CheckpointError, match=r"vlkit 9\.0\.0 in checkpoint format 99.*reads format 1"
+    ):
         VisionLanguageModel.from_pretrained(path)
 
 
@@ -131,5 +144,10 @@ def test_no_pickle_loading_in_the_package():
     """Checkpoints are safetensors and JSON only: the package never unpickles anything."""
     root = Path(__file__).resolve().parent.parent / "vlkit"
     pattern = re.compile(r"torch\.load\(|pickle\.load|import pickle|weights_only\s*=\s*False")
-    hits = [f"{p.name}: {line.strip()}" for p in root.rglob("*.py") for line in p.read_text().splitlines() if pattern.search(line)]
+    hits = [
+        f"{p.name}: {line.strip()}"
+        for p in root.rglob("*.py")
+        for line in p.read_text().splitlines()
+        if pattern.search(line)
+    ]
     assert hits == []

@@ -9,15 +9,29 @@ from PIL import Image
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "vlkit", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "vlkit", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_describe_json_reports_each_image_and_fails_softly(tmp_path):
     good = tmp_path / "good.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(good)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(
+        good
+    )
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    proc = run("describe", "--preset", "tiny", "--json", "--max-new-tokens", "5", str(good), str(bad), str(good))
+    proc = run(
+        "describe",
+        "--preset",
+        "tiny",
+        "--json",
+        "--max-new-tokens",
+        "5",
+        str(good),
+        str(bad),
+        str(good),
+    )
     assert proc.returncode == 1, proc.stderr  # one input failed
     records = json.loads(proc.stdout)
     assert [r["image"] for r in records] == [str(good), str(bad), str(good)]

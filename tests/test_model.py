@@ -37,7 +37,10 @@ def test_every_assistant_turn_is_labelled(tiny, image):
     ]
     labels = tiny.prepare([chat], [[image]])["labels"][0]
     kept = labels[labels != IGNORE_INDEX].tolist()
-    assert tiny.lm.tokenizer.decode(kept, skip_special_tokens=False) == "the circle is red. <|end|> no. <|end|>"
+    assert (
+        tiny.lm.tokenizer.decode(kept, skip_special_tokens=False)
+        == "the circle is red. <|end|> no. <|end|>"
+    )
 
 
 def test_text_only_logits_equal_the_hf_lm(tiny):
@@ -52,7 +55,9 @@ def test_image_logits_equal_the_hf_lm_given_the_same_embeddings(tiny, image, ima
     chat = [{"role": "user", "content": "<image>\n<image>\nwhich is larger ?"}]
     batch = tiny.prepare([chat], [[image, image2]])
     with torch.no_grad():
-        patches = tiny.encoder.model(pixel_values=batch["pixel_values"]).last_hidden_state[:, 1:]  # drop CLS
+        patches = tiny.encoder.model(pixel_values=batch["pixel_values"]).last_hidden_state[
+            :, 1:
+        ]  # drop CLS
         soft = tiny.projector(patches, tiny.encoder.grid).reshape(-1, tiny.lm.hidden_size)
         embeds = tiny.lm.base_model().get_input_embeddings()(batch["input_ids"]).clone()
         embeds[batch["image_mask"]] = soft  # image 1's tokens, then image 2's, in prompt order
@@ -73,12 +78,21 @@ def test_greedy_is_identical_with_and_without_kv_cache(tiny, image, image2):
 def test_left_padded_batch_matches_single_prompts(tiny, image, image2):
     chats = [
         [{"role": "user", "content": "<image>\ndescribe ."}],
-        [{"role": "user", "content": "<image>\nwhat colour is the big square in the left corner ?"}],
+        [
+            {
+                "role": "user",
+                "content": "<image>\nwhat colour is the big square in the left corner ?",
+            }
+        ],
     ]
-    batch = tiny.prepare(chats, [[image], [image2]], add_generation_prompt=True, padding_side="left")
+    batch = tiny.prepare(
+        chats, [[image], [image2]], add_generation_prompt=True, padding_side="left"
+    )
     together = torch.stack(list(tiny.iter_token_ids(batch, max_new_tokens=8)), dim=1)
     for i, chat in enumerate(chats):
-        single = tiny.prepare([chat], [[(image, image2)[i]]], add_generation_prompt=True, padding_side="left")
+        single = tiny.prepare(
+            [chat], [[(image, image2)[i]]], add_generation_prompt=True, padding_side="left"
+        )
         alone = torch.stack(list(tiny.iter_token_ids(single, max_new_tokens=8)), dim=1)[0]
         assert together[i, : len(alone)].tolist() == alone.tolist()
 
@@ -108,19 +122,34 @@ def test_chat_takes_api_shaped_messages(tiny, image, image2):
             "role": "user",
             "content": [
                 {"type": "text", "text": "compare these two images ."},
-                {"type": "image_url", "image_url": {"url": image_to_data_url(image), "detail": "low"}},
-                {"type": "image_url", "image_url": {"url": image_to_data_url(image2), "detail": "high"}},
+                {
+                    "type": "image_url",
+                    "image_url": {"url": image_to_data_url(image), "detail": "low"},
+                },
+                {
+                    "type": "image_url",
+                    "image_url": {"url": image_to_data_url(image2), "detail": "high"},
+                },
             ],
         }
     ]
     out = tiny.chat(messages, max_new_tokens=4)
     per_view = tiny.image_tokens_per_view
     assert out.image_tokens[0] == per_view
-    assert out.image_tokens[1] > per_view and out.image_tokens[1] % per_view == 0  # global view + tiles
+    assert (
+        out.image_tokens[1] > per_view and out.image_tokens[1] % per_view == 0
+    )  # global view + tiles
     assert out.details == ["low", "high"]
     assert out.prompt_tokens > sum(out.image_tokens)
     with pytest.raises(MessageError, match="detail"):
-        tiny.chat([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x", "detail": "max"}}]}])
+        tiny.chat(
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "x", "detail": "max"}}],
+                }
+            ]
+        )
     with pytest.raises(MessageError, match="role"):
         tiny.chat([{"role": "robot", "content": "hi"}])
 
@@ -140,13 +169,22 @@ def test_only_the_projector_trains_by_default(tiny, image):
     tiny.zero_grad()
 
 
-@pytest.mark.parametrize("model_type,prefix", [("clip_vision_model", 1), ("siglip_vision_model", 0), ("vit", 1)])
+@pytest.mark.parametrize(
+    "model_type,prefix", [("clip_vision_model", 1), ("siglip_vision_model", 0), ("vit", 1)]
+)
 def test_other_vision_towers_work(model_type, prefix, image):
     from vlkit.config import EncoderConfig
     from vlkit.encoders import VisionEncoder
 
-    hf = {"model_type": model_type, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-          "num_attention_heads": 4, "image_size": 32, "patch_size": 8}
+    hf = {
+        "model_type": model_type,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": 32,
+        "patch_size": 8,
+    }
     enc = VisionEncoder(EncoderConfig(hf_config=hf, image_size=32, resize=32))
     out = enc(enc.preprocess(image)[None], output_attentions=True)
     assert out.features.shape == (1, 16, 32)

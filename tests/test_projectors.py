@@ -52,7 +52,9 @@ def test_pixel_shuffle_groups_neighbouring_patches():
 def test_resampler_map_is_its_cross_attention():
     proj = build_projector(ProjectorConfig(kind="resampler", num_queries=4), in_dim=8, out_dim=16)
     grid = (3, 3)
-    assert torch.allclose(proj.token_patch_map(grid), torch.full((4, 9), 1 / 9))  # before any forward
+    assert torch.allclose(
+        proj.token_patch_map(grid), torch.full((4, 9), 1 / 9)
+    )  # before any forward
     proj(torch.randn(1, 9, 8), grid)
     m = proj.token_patch_map(grid)
     assert torch.allclose(m, proj.last_attention[0])
@@ -63,7 +65,10 @@ def test_same_seed_same_weights():
     a = build_projector(ProjectorConfig(kind="mlp", seed=3), 8, 16)
     b = build_projector(ProjectorConfig(kind="mlp", seed=3), 8, 16)
     c = build_projector(ProjectorConfig(kind="mlp", seed=4), 8, 16)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
     assert not torch.equal(a.net[0].weight, c.net[0].weight)
 
 

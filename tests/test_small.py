@@ -33,4 +33,6 @@ def test_small_lm_answers_text_sensibly(small):
 
 def test_small_reads_dicom_and_high_detail(small):
     out = small.describe(SAMPLES / "CT_small.dcm", detail="high", max_new_tokens=4)
-    assert out.details == ["high"] and out.image_tokens[0] == 64 * 5  # square image: global + 2x2 tiles
+    assert (
+        out.details == ["high"] and out.image_tokens[0] == 64 * 5
+    )  # square image: global + 2x2 tiles

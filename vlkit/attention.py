@@ -12,10 +12,14 @@ import numpy as np
 import torch
 
 
-def cls_attention(attentions: tuple[torch.Tensor, ...], num_prefix: int, grid: tuple[int, int], layer: int = -1):
+def cls_attention(
+    attentions: tuple[torch.Tensor, ...], num_prefix: int, grid: tuple[int, int], layer: int = -1
+):
     """CLS -> patch attention of one layer, averaged over heads. -> (B, h, w)"""
     if num_prefix < 1:
-        raise ValueError("this encoder has no CLS token (e.g. SigLIP): use attention_rollout instead")
+        raise ValueError(
+            "this encoder has no CLS token (e.g. SigLIP): use attention_rollout instead"
+        )
     att = attentions[layer].float().mean(dim=1)  # (B, T, T)
     return att[:, 0, num_prefix:].reshape(-1, *grid)  # (B, h, w)
 
@@ -44,14 +48,33 @@ def view_image(pixel_values: torch.Tensor, mean, std) -> np.ndarray:
     return np.clip(x * np.asarray(std) + np.asarray(mean), 0.0, 1.0)
 
 
-def plot_attention(image, heatmap, ax=None, alpha: float = 0.5, cmap: str = "inferno", title: str | None = None):
-    """Overlay an (h, w) patch heatmap on an image (array or PIL), stretched to the image's size."""
+def plot_attention(
+    image,
+    heatmap,
+    ax=None,
+    alpha: float = 0.5,
+    cmap: str = "inferno",
+    title: str | None = None,
+    clip: float | None = 98.0,
+):
+    """Overlay an (h, w) patch heatmap on an image (array or PIL), stretched to the image's size.
+
+    `clip` caps the colour scale at that percentile of the map: ViTs without registers (DINOv2-S
+    among them) put a large share of attention on a few artifact patches, which would otherwise
+    leave the rest of the map black. `clip=None` shows the raw range.
+    """
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 4))
     image = np.asarray(image)
-    heat = heatmap.detach().float().cpu().numpy() if isinstance(heatmap, torch.Tensor) else np.asarray(heatmap)
+    heat = (
+        heatmap.detach().float().cpu().numpy()
+        if isinstance(heatmap, torch.Tensor)
+        else np.asarray(heatmap)
+    )
+    if clip is not None:
+        heat = np.minimum(heat, np.percentile(heat, clip))
     span = float(heat.max() - heat.min())
     heat = (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)
     height, width = image.shape[:2]

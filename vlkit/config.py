@@ -49,7 +49,10 @@ class EncoderConfig:
             self.hf_config is None or "model_type" in self.hf_config,
             "EncoderConfig.hf_config must contain 'model_type' (e.g. 'dinov2', 'vit', 'clip_vision_model')",
         )
-        _check(self.image_size >= 8, f"EncoderConfig.image_size={self.image_size}: use at least 8 pixels")
+        _check(
+            self.image_size >= 8,
+            f"EncoderConfig.image_size={self.image_size}: use at least 8 pixels",
+        )
         _check(
             self.resize >= self.image_size,
             f"EncoderConfig.resize={self.resize} is smaller than image_size={self.image_size}: "

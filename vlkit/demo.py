@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .attention import attention_rollout, plot_attention, view_image
+from .attention import attention_rollout, cls_attention, plot_attention, view_image
 from .cli import UNTRAINED_WARNING, default_checkpoint, load_model
 from .errors import VlkitError
 from .images import load_image
@@ -32,25 +32,49 @@ def _attention_figure(model, image, path: Path) -> None:
     view = model.encoder.preprocess(image)  # (3, S, S): exactly what the encoder sees
     with torch.no_grad():
         enc = model.encoder(view[None], output_attentions=True)
-    heat = attention_rollout(enc.attentions, enc.num_prefix_tokens, enc.grid)[0]  # (h, w)
     shown = view_image(view, model.encoder.config.mean, model.encoder.config.std)
-    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.5))
     axes[0].imshow(shown)
     axes[0].set_axis_off()
     axes[0].set_title("encoder input (centre crop)", fontsize=9)
-    plot_attention(shown, heat, ax=axes[1], title=f"attention rollout, {enc.grid[0]}x{enc.grid[1]} patches")
+    layers = len(enc.attentions)
+    layer = (
+        3 * layers
+    ) // 4  # a late-middle layer: object parts, fewer artifact patches than the last
+    if enc.num_prefix_tokens:
+        heat = cls_attention(enc.attentions, enc.num_prefix_tokens, enc.grid, layer=layer)[
+            0
+        ]  # (h, w)
+        plot_attention(
+            shown, heat, ax=axes[1], title=f"CLS attention, layer {layer + 1} of {layers}"
+        )
+    else:
+        axes[1].set_axis_off()
+    heat = attention_rollout(enc.attentions, enc.num_prefix_tokens, enc.grid)[0]  # (h, w)
+    plot_attention(
+        shown, heat, ax=axes[2], title=f"attention rollout, {enc.grid[0]}x{enc.grid[1]} patches"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def run_demo(samples: Path, out: Path, preset: str | None = None, checkpoint: str | None = None) -> int:
-    files = sorted(p for p in samples.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if samples.is_dir() else []
+def run_demo(
+    samples: Path, out: Path, preset: str | None = None, checkpoint: str | None = None
+) -> int:
+    files = (
+        sorted(p for p in samples.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if samples.is_dir()
+        else []
+    )
     if not files:
         raise VlkitError(f"no images found in {samples}: point --samples at a folder of images")
     out.mkdir(parents=True, exist_ok=True)
     source = checkpoint or (None if preset else default_checkpoint())
-    print(f"loading {'checkpoint ' + str(source) if source else 'preset ' + (preset or 'small')} ...", flush=True)
+    print(
+        f"loading {'checkpoint ' + str(source) if source else 'preset ' + (preset or 'small')} ...",
+        flush=True,
+    )
     model = load_model(preset, checkpoint)
     trained = model.config.projector_trained
     if not trained:
@@ -78,7 +102,10 @@ def run_demo(samples: Path, out: Path, preset: str | None = None, checkpoint: st
         }
         records.append(record)
         shown = result.text if trained else "(no description: untrained projector)"
-        print(f"{path.name}: {shown}  [{record['image_tokens']} image tokens, {record['seconds']} s]", flush=True)
+        print(
+            f"{path.name}: {shown}  [{record['image_tokens']} image tokens, {record['seconds']} s]",
+            flush=True,
+        )
     summary = {
         "model": source and str(source) or (preset or "small"),
         "projector_trained": trained,
@@ -92,7 +119,7 @@ def run_demo(samples: Path, out: Path, preset: str | None = None, checkpoint: st
 
 
 def _write_index(out: Path, summary: dict) -> None:
-    lines = ["# vlkit demo", "", f"Model: `{summary['model']}`. Prompt: \"{summary['prompt']}\"", ""]
+    lines = ["# vlkit demo", "", f'Model: `{summary["model"]}`. Prompt: "{summary["prompt"]}"', ""]
     if not summary["projector_trained"]:
         lines += [
             "**No trained projector ships yet.** The projector that maps image features into the",
@@ -109,6 +136,14 @@ def _write_index(out: Path, summary: dict) -> None:
         if r["description"] is not None:
             lines.append(f"Description: {r['description']}")
         else:
-            lines.append(f"Untrained-projector output (not a description): `{r['untrained_output']}`")
-        lines += ["", f"{r['image_tokens']} image tokens, {r['seconds']} s", "", f"![attention]({r['attention_picture']})", ""]
+            lines.append(
+                f"Untrained-projector output (not a description): `{r['untrained_output']}`"
+            )
+        lines += [
+            "",
+            f"{r['image_tokens']} image tokens, {r['seconds']} s",
+            "",
+            f"![attention]({r['attention_picture']})",
+            "",
+        ]
     (out / "README.md").write_text("\n".join(lines))

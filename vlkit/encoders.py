@@ -103,8 +103,15 @@ class VisionEncoder(nn.Module):
         """
         s = self.config.image_size
         w, h = image.size
-        choices = [(r, c) for r in range(1, max_tiles + 1) for c in range(1, max_tiles + 1) if r * c <= max_tiles]
-        rows, cols = min(choices, key=lambda rc: (abs(np.log((rc[1] / rc[0]) / (w / h))), -rc[0] * rc[1]))
+        choices = [
+            (r, c)
+            for r in range(1, max_tiles + 1)
+            for c in range(1, max_tiles + 1)
+            if r * c <= max_tiles
+        ]
+        rows, cols = min(
+            choices, key=lambda rc: (abs(np.log((rc[1] / rc[0]) / (w / h))), -rc[0] * rc[1])
+        )
         image = image.convert("RGB").resize((cols * s, rows * s), Image.BICUBIC)
         return [
             self._to_tensor(image.crop((x * s, y * s, (x + 1) * s, (y + 1) * s)))
@@ -129,7 +136,9 @@ class VisionEncoder(nn.Module):
                 output_attentions=output_attentions,
                 output_hidden_states=want_hidden,
             )
-        hidden = out.hidden_states[self.config.feature_layer] if want_hidden else out.last_hidden_state
+        hidden = (
+            out.hidden_states[self.config.feature_layer] if want_hidden else out.last_hidden_state
+        )
         n_prefix = hidden.shape[1] - self.num_patches  # CLS (+ registers); 0 for SigLIP
         if n_prefix < 0:
             raise RuntimeError(

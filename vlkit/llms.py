@@ -56,7 +56,14 @@ def _load_hf_lm(config: LMConfig, source: str, tokenizer_source: str):
 class LanguageModel(nn.Module):
     """A causal LM + tokenizer. Its weights are frozen; LoRA adapters (if added) train."""
 
-    def __init__(self, config: LMConfig, model=None, tokenizer=None, source: str = "", tokenizer_source: str = ""):
+    def __init__(
+        self,
+        config: LMConfig,
+        model=None,
+        tokenizer=None,
+        source: str = "",
+        tokenizer_source: str = "",
+    ):
         super().__init__()
         self.config = config
         if model is None:
@@ -83,7 +90,9 @@ class LanguageModel(nn.Module):
         from peft import get_peft_model
 
         if self.has_lora:
-            raise VlkitError("this LM already has LoRA adapters; build a fresh model to add new ones")
+            raise VlkitError(
+                "this LM already has LoRA adapters; build a fresh model to add new ones"
+            )
         self.model = get_peft_model(self.model, lora_config)
 
     def base_model(self) -> nn.Module:
@@ -100,7 +109,11 @@ class LanguageModel(nn.Module):
     @property
     def eos_token_ids(self) -> set[int]:
         ids = set()
-        eos = self.base_model().generation_config.eos_token_id if self.base_model().generation_config else None
+        eos = (
+            self.base_model().generation_config.eos_token_id
+            if self.base_model().generation_config
+            else None
+        )
         for value in (eos, self.tokenizer.eos_token_id):
             if isinstance(value, int):
                 ids.add(value)
@@ -136,7 +149,9 @@ class LanguageModel(nn.Module):
             else:  # fall back to finding the answer text itself
                 start = full.find(message["content"], cursor)
                 if start < 0:
-                    raise VlkitError("could not locate an assistant answer in the rendered chat template")
+                    raise VlkitError(
+                        "could not locate an assistant answer in the rendered chat template"
+                    )
                 spans.append((start, start + len(message["content"])))
             cursor = spans[-1][1]
         return spans

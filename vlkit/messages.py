@@ -46,7 +46,9 @@ def parse_messages(
 ) -> tuple[list[dict], list[ImageRef]]:
     """Return (messages with string content and image placeholders, images in order of appearance)."""
     if not isinstance(messages, (list, tuple)) or not messages:
-        raise MessageError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
+        raise MessageError(
+            "messages must be a non-empty list of {'role': ..., 'content': ...} dicts"
+        )
     chat, images = [], []
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
@@ -54,7 +56,9 @@ def parse_messages(
             raise MessageError(f"{where} must be a dict with 'role' and 'content'")
         role = ROLES.get(message["role"])
         if role is None:
-            raise MessageError(f"{where}: role {message['role']!r} is not one of {', '.join(ROLES)}")
+            raise MessageError(
+                f"{where}: role {message['role']!r} is not one of {', '.join(ROLES)}"
+            )
         content = message["content"]
         if isinstance(content, str):
             content = [{"type": "text", "text": content}]
@@ -75,6 +79,8 @@ def parse_messages(
                 images.append(_image_part(part, pwhere, default_detail))
                 texts.append(image_token)
             else:
-                raise MessageError(f"{pwhere}: part type {kind!r} is not 'text', 'image_url' or 'image'")
+                raise MessageError(
+                    f"{pwhere}: part type {kind!r} is not 'text', 'image_url' or 'image'"
+                )
         chat.append({"role": role, "content": "\n".join(texts)})
     return chat, images

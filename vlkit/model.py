@@ -63,16 +63,26 @@ def _resolve_source(source: str, role: str) -> str:
 
 
 class VisionLanguageModel(nn.Module):
-    def __init__(self, encoder: VisionEncoder, projector: Projector, lm: LanguageModel, config: VLMConfig):
+    def __init__(
+        self, encoder: VisionEncoder, projector: Projector, lm: LanguageModel, config: VLMConfig
+    ):
         super().__init__()
         self.encoder, self.projector, self.lm, self.config = encoder, projector, lm, config
 
     # ---- building ---------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: VLMConfig, *, encoder_dir: str = "", lm_dir: str = "", tokenizer_dir: str = ""):
-        encoder = VisionEncoder(config.encoder, source=encoder_dir or _resolve_source(config.encoder.source, "encoder"))
+    def from_config(
+        cls, config: VLMConfig, *, encoder_dir: str = "", lm_dir: str = "", tokenizer_dir: str = ""
+    ):
+        encoder = VisionEncoder(
+            config.encoder, source=encoder_dir or _resolve_source(config.encoder.source, "encoder")
+        )
         lm_source = lm_dir or _resolve_source(config.lm.source, "lm")
-        tok = tokenizer_dir or (config.lm.tokenizer if config.lm.tokenizer in ("", "words") else _resolve_source(config.lm.tokenizer, "lm"))
+        tok = tokenizer_dir or (
+            config.lm.tokenizer
+            if config.lm.tokenizer in ("", "words")
+            else _resolve_source(config.lm.tokenizer, "lm")
+        )
         lm = LanguageModel(config.lm, source=lm_source, tokenizer_source=tok)
         projector = build_projector(config.projector, encoder.hidden_size, lm.hidden_size)
         return cls(encoder, projector, lm, config)
@@ -132,7 +142,14 @@ class VisionLanguageModel(nn.Module):
         return embeds.masked_scatter(mask, flat)
 
     # ---- batches ---------------------------------------------------------------------------
-    def prepare(self, conversations, images=None, details=None, add_generation_prompt=False, padding_side="right"):
+    def prepare(
+        self,
+        conversations,
+        images=None,
+        details=None,
+        add_generation_prompt=False,
+        padding_side="right",
+    ):
         """Tokenize a batch of conversations (lists of {'role','content'} with `<image>` placeholders).
 
         `images[i]` lists the images of conversation i, in placeholder order; `details[i]` their
@@ -145,7 +162,9 @@ class VisionLanguageModel(nn.Module):
         per_view = self.image_tokens_per_view
         for conv, imgs, dets in zip(conversations, images, details, strict=True):
             if len(imgs) > self.config.max_images:
-                raise VlkitError(f"{len(imgs)} images in one prompt; this model takes at most {self.config.max_images}")
+                raise VlkitError(
+                    f"{len(imgs)} images in one prompt; this model takes at most {self.config.max_images}"
+                )
             n_tokens = []
             for img, det in zip(imgs, dets, strict=True):
                 v, used_detail = self.image_views(img, det)
@@ -153,7 +172,9 @@ class VisionLanguageModel(nn.Module):
                 n_tokens.append(len(v) * per_view)
                 used.append(used_detail)
             counts.append(n_tokens)
-            rows.append(self.lm.tokenize(conv, n_tokens, self.config.image_token, add_generation_prompt))
+            rows.append(
+                self.lm.tokenize(conv, n_tokens, self.config.image_token, add_generation_prompt)
+            )
         length = max(len(r.input_ids) for r in rows)
         pad = self.lm.tokenizer.pad_token_id
 
@@ -185,7 +206,9 @@ class VisionLanguageModel(nn.Module):
     ) -> VLMOutput:
         device = self.device
         input_ids = input_ids.to(device)
-        attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)
+        attention_mask = (
+            torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)
+        )
         image_mask = None if image_mask is None else image_mask.to(device)
         embeds = self.embed_inputs(input_ids, image_mask, pixel_values)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, L); padding-aware
@@ -251,7 +274,13 @@ class VisionLanguageModel(nn.Module):
             generator = torch.Generator(device=device).manual_seed(seed)
         eos = torch.tensor(sorted(self.lm.eos_token_ids), device=device)
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
-        out = self.lm(inputs_embeds=embeds, attention_mask=am, position_ids=pos, use_cache=use_cache, logits_to_keep=1)
+        out = self.lm(
+            inputs_embeds=embeds,
+            attention_mask=am,
+            position_ids=pos,
+            use_cache=use_cache,
+            logits_to_keep=1,
+        )
         for _ in range(max_new_tokens):
             token = self._pick(out.logits[:, -1], temperature, top_p, generator)
             token = token.masked_fill(done, self.lm.tokenizer.pad_token_id)
@@ -264,12 +293,21 @@ class VisionLanguageModel(nn.Module):
             pos = torch.cat([pos, pos[:, -1:] + 1], dim=1)
             if use_cache:
                 out = self.lm(
-                    inputs_embeds=new, attention_mask=am, position_ids=pos[:, -1:],
-                    past_key_values=out.past_key_values, use_cache=True,
+                    inputs_embeds=new,
+                    attention_mask=am,
+                    position_ids=pos[:, -1:],
+                    past_key_values=out.past_key_values,
+                    use_cache=True,
                 )
             else:
                 embeds = torch.cat([embeds, new], dim=1)
-                out = self.lm(inputs_embeds=embeds, attention_mask=am, position_ids=pos, use_cache=False, logits_to_keep=1)
+                out = self.lm(
+                    inputs_embeds=embeds,
+                    attention_mask=am,
+                    position_ids=pos,
+                    use_cache=False,
+                    logits_to_keep=1,
+                )
 
     def _prepare_chat(self, messages, images=None, detail="auto"):
         chat, refs = parse_messages(messages, self.config.image_token, default_detail=detail)
@@ -279,8 +317,13 @@ class VisionLanguageModel(nn.Module):
             first_user = next(i for i, m in enumerate(chat) if m["role"] == "user")
             chat[first_user]["content"] = placeholders + "\n" + chat[first_user]["content"]
             refs = extra + refs
-        return self.prepare([chat], [[r.source for r in refs]], [[r.detail for r in refs]],
-                            add_generation_prompt=True, padding_side="left")
+        return self.prepare(
+            [chat],
+            [[r.source for r in refs]],
+            [[r.detail for r in refs]],
+            add_generation_prompt=True,
+            padding_side="left",
+        )
 
     def generate(
         self,
@@ -306,7 +349,9 @@ class VisionLanguageModel(nn.Module):
         text = ""
         finish = "length"
         eos = self.lm.eos_token_ids
-        for token in self.iter_token_ids(batch, max_new_tokens, temperature, top_p, seed, use_cache):
+        for token in self.iter_token_ids(
+            batch, max_new_tokens, temperature, top_p, seed, use_cache
+        ):
             tid = int(token[0])
             if tid in eos:
                 finish = "stop"
@@ -314,7 +359,7 @@ class VisionLanguageModel(nn.Module):
             ids.append(tid)
             new_text = self.lm.decode(ids)
             if stream is not None and len(new_text) > len(text) and not new_text.endswith("\ufffd"):
-                stream(new_text[len(text):])
+                stream(new_text[len(text) :])
                 text = new_text
         text = self.lm.decode(ids)
         return GenerationResult(
@@ -375,11 +420,16 @@ class VisionLanguageModel(nn.Module):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            data = self.config.to_dict() | {"vlkit_version": __version__, "format_version": FORMAT_VERSION}
+            data = self.config.to_dict() | {
+                "vlkit_version": __version__,
+                "format_version": FORMAT_VERSION,
+            }
             (tmp / "config.json").write_text(json.dumps(data, indent=2) + "\n")
             save_file(_plain_state(self.projector.state_dict()), tmp / "projector.safetensors")
             if not self.config.encoder.source:
-                save_file(_plain_state(self.encoder.model.state_dict()), tmp / "encoder.safetensors")
+                save_file(
+                    _plain_state(self.encoder.model.state_dict()), tmp / "encoder.safetensors"
+                )
             if not self.config.lm.source:
                 save_file(_plain_state(_base_state(self.lm.base_model())), tmp / "lm.safetensors")
             if not self.config.lm.source or self.config.lm.tokenizer == "words":
@@ -399,7 +449,9 @@ class VisionLanguageModel(nn.Module):
         return path
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, trainable_lora: bool = False) -> VisionLanguageModel:
+    def from_pretrained(
+        cls, path: str | os.PathLike, trainable_lora: bool = False
+    ) -> VisionLanguageModel:
         from safetensors.torch import load_file
 
         path = Path(path)
@@ -410,7 +462,9 @@ class VisionLanguageModel(nn.Module):
         except VlkitError:
             raise
         except (OSError, ValueError) as exc:
-            raise CheckpointError(f"could not build the model described in {path}/config.json: {exc}") from exc
+            raise CheckpointError(
+                f"could not build the model described in {path}/config.json: {exc}"
+            ) from exc
         parts = [("projector.safetensors", model.projector)]
         if not config.encoder.source:
             parts.append(("encoder.safetensors", model.encoder.model))
@@ -419,7 +473,9 @@ class VisionLanguageModel(nn.Module):
         for name, module in parts:
             file = path / name
             if not file.is_file():
-                raise CheckpointError(f"{file} is missing: the checkpoint is incomplete; save it again")
+                raise CheckpointError(
+                    f"{file} is missing: the checkpoint is incomplete; save it again"
+                )
             try:
                 module.load_state_dict(load_file(file), strict=True)
             except (RuntimeError, OSError) as exc:
@@ -431,7 +487,9 @@ class VisionLanguageModel(nn.Module):
         if (path / "adapter").is_dir():
             from peft import PeftModel
 
-            model.lm.model = PeftModel.from_pretrained(model.lm.model, path / "adapter", is_trainable=trainable_lora)
+            model.lm.model = PeftModel.from_pretrained(
+                model.lm.model, path / "adapter", is_trainable=trainable_lora
+            )
         return model.eval()
 
 
@@ -445,7 +503,9 @@ def read_checkpoint_config(path: Path) -> VLMConfig:
     try:
         data = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{file} is not valid JSON ({exc}); the checkpoint is damaged") from exc
+        raise CheckpointError(
+            f"{file} is not valid JSON ({exc}); the checkpoint is damaged"
+        ) from exc
     if not isinstance(data, dict) or "format_version" not in data:
         raise CheckpointError(f"{file} is not a vlkit config (no format_version)")
     if data["format_version"] != FORMAT_VERSION:

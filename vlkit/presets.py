@@ -25,7 +25,9 @@ def _tiny() -> VLMConfig:
     return VLMConfig(
         encoder=EncoderConfig(hf_config=tiny_encoder_config(), image_size=64, resize=64),
         projector=ProjectorConfig(kind="mlp"),
-        lm=LMConfig(hf_config=tiny_lm_config(len(tiny_vocab())), tokenizer="words", max_length=1024),
+        lm=LMConfig(
+            hf_config=tiny_lm_config(len(tiny_vocab())), tokenizer="words", max_length=1024
+        ),
         preset="tiny",
     )
 
@@ -55,8 +57,12 @@ def _clip_qwen() -> VLMConfig:
     # LLaVA-1.5's recipe: CLIP's penultimate layer, an MLP projector, every patch a token.
     return VLMConfig(
         encoder=EncoderConfig(
-            source="openai/clip-vit-base-patch16", image_size=224, resize=224,
-            mean=CLIP_MEAN, std=CLIP_STD, feature_layer=-2,
+            source="openai/clip-vit-base-patch16",
+            image_size=224,
+            resize=224,
+            mean=CLIP_MEAN,
+            std=CLIP_STD,
+            feature_layer=-2,
         ),
         projector=ProjectorConfig(kind="mlp"),
         lm=LMConfig(source="Qwen/Qwen2.5-0.5B-Instruct"),
@@ -72,7 +78,9 @@ PRESETS = {
 }
 
 
-def preset_config(name: str, projector: str | ProjectorConfig | None = None, **overrides) -> VLMConfig:
+def preset_config(
+    name: str, projector: str | ProjectorConfig | None = None, **overrides
+) -> VLMConfig:
     """The config of preset `name`; `projector` swaps the projector kind, other keywords set VLMConfig fields."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")

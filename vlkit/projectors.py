@@ -103,7 +103,9 @@ def _sincos_2d(grid: tuple[int, int], dim: int, device=None) -> torch.Tensor:
     """Fixed 2-D sine-cosine position codes (MAE style) so the resampler knows where patches are."""
     h, w = grid
     quarter = dim // 4
-    omega = 1.0 / (10000 ** (torch.arange(quarter, device=device, dtype=torch.float32) / max(quarter, 1)))
+    omega = 1.0 / (
+        10000 ** (torch.arange(quarter, device=device, dtype=torch.float32) / max(quarter, 1))
+    )
     ys, xs = torch.meshgrid(
         torch.arange(h, device=device, dtype=torch.float32),
         torch.arange(w, device=device, dtype=torch.float32),

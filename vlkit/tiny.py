@@ -8,7 +8,16 @@ and offers offsets and a chat template like any Hugging Face tokenizer.
 
 from __future__ import annotations
 
-SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+SPECIAL_TOKENS = [
+    "<pad>",
+    "<unk>",
+    "<s>",
+    "</s>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|end|>",
+]
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|>\n{% endfor %}"
@@ -68,7 +77,9 @@ def build_word_tokenizer():
     core.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")]
     )
-    core.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # joins words with spaces, tidies punctuation
+    core.decoder = decoders.WordPiece(
+        prefix="##", cleanup=True
+    )  # joins words with spaces, tidies punctuation
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token="<pad>",
