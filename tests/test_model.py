@@ -185,7 +185,7 @@ def test_other_vision_towers_work(model_type, prefix, image):
         "image_size": 32,
         "patch_size": 8,
     }
-    enc = VisionEncoder(EncoderConfig(hf_config=hf, image_size=32, resize=32))
+    enc = VisionEncoder(EncoderConfig(source="", hf_config=hf, image_size=32, resize=32))
     out = enc(enc.preprocess(image)[None], output_attentions=True)
     assert out.features.shape == (1, 16, 32)
     assert out.grid == (4, 4)
@@ -196,3 +196,64 @@ def test_other_vision_towers_work(model_type, prefix, image):
 def test_projector_swap_changes_token_count():
     model = VisionLanguageModel.from_preset("tiny", projector="pixel_shuffle")
     assert model.image_tokens_per_view == 16
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_hub_style_checkpoints_load_through_the_same_path(family, tmp_path, image):
+    """Hub presets name full CLIP/SigLIP checkpoints (text + vision) and any causal LM folder:
+    saved locally from tiny configs, they go through exactly the from_pretrained path a hub id does."""
+    import transformers
+
+    from vlkit.config import EncoderConfig, LMConfig, VLMConfig
+    from vlkit.tiny import build_word_tokenizer, tiny_vocab
+
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    text = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+        "vocab_size": 99,
+    }
+    if family == "clip":
+        full = transformers.CLIPModel(
+            transformers.CLIPConfig(vision_config=vision, text_config=text)
+        )
+    else:
+        full = transformers.SiglipModel(
+            transformers.SiglipConfig(vision_config=vision, text_config=text)
+        )
+    full.save_pretrained(tmp_path / "encoder")
+    lm = transformers.Qwen2ForCausalLM(
+        transformers.Qwen2Config(
+            vocab_size=len(tiny_vocab()),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
+    lm.save_pretrained(tmp_path / "lm")
+    build_word_tokenizer().save_pretrained(tmp_path / "lm")
+
+    config = VLMConfig(
+        encoder=EncoderConfig(
+            source=str(tmp_path / "encoder"), image_size=32, resize=32, feature_layer=-2
+        ),
+        lm=LMConfig(source=str(tmp_path / "lm")),
+    )
+    model = VisionLanguageModel.from_config(config)
+    assert type(model.encoder.model).__name__ == (
+        "CLIPVisionModel" if family == "clip" else "SiglipVisionModel"
+    )
+    assert model.encoder.grid == (4, 4)
+    out = model.describe(image, max_new_tokens=3)
+    assert out.image_tokens == [16]

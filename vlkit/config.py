@@ -28,7 +28,7 @@ def _check(ok: bool, message: str) -> None:
 
 @dataclass
 class EncoderConfig:
-    source: str = ""  # local folder, hub id, or "offline:NAME"; "" = random init from hf_config
+    source: str = "offline:dinov2-small"  # folder, hub id or "offline:NAME"; "" = random init
     hf_config: dict | None = None  # Hugging Face config dict (with model_type) when source == ""
     image_size: int = 224  # side of the square crop the encoder sees
     resize: int = 256  # shortest edge before the centre crop (== image_size: no cropping)
@@ -44,6 +44,11 @@ class EncoderConfig:
             bool(self.source) or self.hf_config is not None,
             "EncoderConfig needs either `source` (a folder, hub id or 'offline:NAME') or `hf_config` "
             "(a Hugging Face config dict with 'model_type') to build a random-init encoder",
+        )
+        _check(
+            not (self.source and self.hf_config is not None),
+            f"EncoderConfig has both source={self.source!r} and hf_config: set source='' to build a "
+            "random-init encoder from hf_config, or drop hf_config to load pretrained weights",
         )
         _check(
             self.hf_config is None or "model_type" in self.hf_config,
@@ -90,7 +95,9 @@ class ProjectorConfig:
 
 @dataclass
 class LMConfig:
-    source: str = ""  # local folder, hub id, or "offline:NAME"; "" = random init from hf_config
+    source: str = (
+        "offline:smollm2-135m-instruct"  # folder, hub id or "offline:NAME"; "" = random init
+    )
     hf_config: dict | None = None  # Hugging Face config dict (with model_type) when source == ""
     tokenizer: str = ""  # tokenizer source; "" = same as `source`; "words" = vlkit's word-level one
     dtype: str = "auto"  # float32 | bfloat16 | float16 | auto (bf16 on CUDA, float32 on CPU)
@@ -103,6 +110,11 @@ class LMConfig:
             bool(self.source) or self.hf_config is not None,
             "LMConfig needs either `source` (a folder, hub id or 'offline:NAME') or `hf_config` "
             "(a Hugging Face config dict with 'model_type') to build a random-init LM",
+        )
+        _check(
+            not (self.source and self.hf_config is not None),
+            f"LMConfig has both source={self.source!r} and hf_config: set source='' to build a "
+            "random-init LM from hf_config, or drop hf_config to load pretrained weights",
         )
         _check(
             self.hf_config is None or "model_type" in self.hf_config,
@@ -121,9 +133,9 @@ class LMConfig:
 
 @dataclass
 class VLMConfig:
-    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(source="?"))
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # default: DINOv2 ViT-S/14
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
-    lm: LMConfig = field(default_factory=lambda: LMConfig(source="?"))
+    lm: LMConfig = field(default_factory=LMConfig)  # default: SmolLM2-135M-Instruct
     preset: str = ""  # the preset this model was built from, if any (informational)
     image_token: str = "<image>"  # placeholder in prompt text where an image's tokens go
     max_images: int = 8  # images accepted in one prompt

@@ -23,10 +23,13 @@ HALF = (0.5, 0.5, 0.5)
 
 def _tiny() -> VLMConfig:
     return VLMConfig(
-        encoder=EncoderConfig(hf_config=tiny_encoder_config(), image_size=64, resize=64),
+        encoder=EncoderConfig(source="", hf_config=tiny_encoder_config(), image_size=64, resize=64),
         projector=ProjectorConfig(kind="mlp"),
         lm=LMConfig(
-            hf_config=tiny_lm_config(len(tiny_vocab())), tokenizer="words", max_length=1024
+            source="",
+            hf_config=tiny_lm_config(len(tiny_vocab())),
+            tokenizer="words",
+            max_length=1024,
         ),
         preset="tiny",
     )
