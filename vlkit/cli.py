@@ -31,7 +31,11 @@ def default_checkpoint() -> Path | None:
 
 
 def load_model(preset: str | None, checkpoint: str | None):
+    from transformers.utils import logging as hf_logging
+
     from .model import VisionLanguageModel
+
+    hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown the CLI's output
 
     if checkpoint:
         return VisionLanguageModel.from_pretrained(checkpoint)
@@ -62,7 +66,8 @@ def _describe(args) -> int:
             )
         except VlkitError as exc:
             failed += 1
-            print(f"error: {describe_source(source)}: {exc}", file=sys.stderr)
+            name = describe_source(source)
+            print(f"error: {exc}" if name in str(exc) else f"error: {name}: {exc}", file=sys.stderr)
             results.append({"image": source, "error": str(exc)})
             continue
         record = {

@@ -25,7 +25,7 @@ from torch import nn
 from . import __version__
 from .config import FORMAT_VERSION, VLMConfig
 from .encoders import VisionEncoder
-from .errors import CheckpointError, ConfigError, VlkitError
+from .errors import CheckpointError, ConfigError, MessageError, VlkitError
 from .images import load_image
 from .llms import IGNORE_INDEX, LanguageModel
 from .messages import ImageRef, parse_messages
@@ -314,7 +314,12 @@ class VisionLanguageModel(nn.Module):
         extra = [ImageRef(img, detail) for img in (images or [])]
         if extra:  # images passed beside a plain-text prompt go first, one placeholder each
             placeholders = "\n".join([self.config.image_token] * len(extra))
-            first_user = next(i for i, m in enumerate(chat) if m["role"] == "user")
+            users = [i for i, m in enumerate(chat) if m["role"] == "user"]
+            if not users:
+                raise MessageError(
+                    "images were given but the messages hold no user message to attach them to"
+                )
+            first_user = users[0]
             chat[first_user]["content"] = placeholders + "\n" + chat[first_user]["content"]
             refs = extra + refs
         return self.prepare(
