@@ -3,6 +3,8 @@
     vlkit describe IMAGE... [--prompt P] [--preset NAME | --checkpoint DIR] [--max-new-tokens N] [--json]
     vlkit weights [--obtain] [--json]
     vlkit demo [--samples DIR] [--out DIR]
+    vlkit train --preset NAME --stage align|instruct --data shapes --steps N --out DIR [--resume]
+    vlkit serve [--preset NAME | --checkpoint DIR] [--host 127.0.0.1] [--port N] [--api-key KEY] [--max-queue N]
 
 Exit codes: 0 all went well, 1 some input failed (the rest were still done), 2 bad usage or setup.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -114,6 +117,42 @@ def _demo(args) -> int:
     )
 
 
+def _train(args) -> int:
+    from .train import run_training
+
+    final = run_training(
+        preset=args.preset,
+        stage=args.stage,
+        data=args.data,
+        out_dir=args.out,
+        resume=args.resume,
+        init=args.init,
+        train_size=args.train_size,
+        val_size=args.val_size,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        seed=args.seed,
+    )
+    print(f"final model: {final}")
+    return 0
+
+
+def _serve(args) -> int:
+    from .serve import require_server_packages, run_server
+
+    require_server_packages()  # before the model loads, so a missing extra fails at once
+    model = load_model(args.preset, args.checkpoint).eval()
+    if not model.config.projector_trained:
+        print(UNTRAINED_WARNING, file=sys.stderr)
+    name = args.model_name or (
+        Path(args.checkpoint).resolve().name if args.checkpoint else model.config.preset or "vlkit"
+    )
+    run_server(model, name, args.host, args.port, args.api_key or None, args.max_queue)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlkit", description="Small vision-language models you can look inside."
@@ -151,6 +190,39 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--preset", default=None)
     which.add_argument("--checkpoint", default=None)
     m.set_defaults(func=_demo)
+
+    t = sub.add_parser("train", help="train the projector (align) or projector + LoRA (instruct)")
+    t.add_argument("--preset", default="small", help="model to start from (ignored with --init)")
+    t.add_argument("--init", help="start from this checkpoint, e.g. an align run's final/ folder")
+    t.add_argument("--stage", choices=["align", "instruct"], default=None, help="default: align")
+    t.add_argument("--data", default="shapes", help="shapes[-caption|-qa|-both], comma-separated")
+    t.add_argument("--train-size", type=int, default=5000, help="training scenes per data set")
+    t.add_argument("--val-size", type=int, default=200, help="validation scenes; 0 = none")
+    t.add_argument("--steps", type=int, default=None, help="optimizer steps in all (default 1000)")
+    t.add_argument("--out", required=True, help="folder for checkpoints/ and final/")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--grad-accum", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.set_defaults(func=_train)
+
+    s = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible chat API")
+    which = s.add_mutually_exclusive_group()
+    which.add_argument("--preset", help="tiny, small or a hub preset (default as for describe)")
+    which.add_argument("--checkpoint", help="a folder written by save_pretrained / vlkit train")
+    s.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
+    s.add_argument("--port", type=int, default=8000, help="0 = any free port")
+    s.add_argument(
+        "--api-key",
+        default=os.environ.get("VLKIT_API_KEY"),
+        help="require 'Authorization: Bearer KEY' (default: $VLKIT_API_KEY, else none)",
+    )
+    s.add_argument(
+        "--max-queue", type=int, default=8, help="requests that may wait; more get HTTP 429"
+    )
+    s.add_argument("--model-name", help="the model id clients send (default: preset or folder)")
+    s.set_defaults(func=_serve)
     return parser
 
 

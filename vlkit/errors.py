@@ -27,3 +27,7 @@ class ConfigError(VlkitError, ValueError):
 
 class MessageError(VlkitError, ValueError):
     """A chat message is not in the chat-completions shape vlkit accepts (see `VisionLanguageModel.chat`)."""
+
+
+class TrainingError(VlkitError, RuntimeError):
+    """Training stopped because the loss went wrong (NaN, exploding, or suspiciously zero)."""

@@ -202,15 +202,24 @@ class VisionLanguageModel(nn.Module):
         pixel_values=None,
         labels=None,
         output_attentions: bool = False,
+        patch_features: torch.Tensor | None = None,
         **_ignored,
     ) -> VLMOutput:
+        """Logits and answer-only loss. `patch_features` (V, N, D_enc), e.g. from a feature cache,
+        stand in for running the frozen encoder on `pixel_values`."""
         device = self.device
         input_ids = input_ids.to(device)
         attention_mask = (
             torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)
         )
         image_mask = None if image_mask is None else image_mask.to(device)
-        embeds = self.embed_inputs(input_ids, image_mask, pixel_values)
+        image_embeds = None
+        if patch_features is not None:
+            projector_dtype = next(self.projector.parameters()).dtype
+            image_embeds = self.projector(
+                patch_features.to(device, projector_dtype), self.encoder.grid
+            )
+        embeds = self.embed_inputs(input_ids, image_mask, pixel_values, image_embeds)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, L); padding-aware
         out = self.lm(
             inputs_embeds=embeds,
