@@ -55,3 +55,36 @@ def test_unknown_preset_is_a_usage_error(tmp_path):
     proc = run("describe", "--preset", "huge", "x.png")
     assert proc.returncode == 2
     assert "unknown preset 'huge'" in proc.stderr and "tiny" in proc.stderr
+
+
+def test_attention_writes_a_picture_and_names_missing_tokens(tmp_path):
+    img = tmp_path / "a.png"
+    Image.new("RGB", (40, 40), "blue").save(img)
+    out = tmp_path / "att.png"
+    proc = run(
+        "attention",
+        str(img),
+        "--preset",
+        "tiny",
+        "--answer",
+        "a blue square .",
+        "--token",
+        "blue",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(out).size[0] > 100
+    proc = run(
+        "attention",
+        str(img),
+        "--preset",
+        "tiny",
+        "--answer",
+        "a blue square .",
+        "--token",
+        "red",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 2 and "no token 'red'" in proc.stderr

@@ -3,6 +3,7 @@
     vlkit describe IMAGE... [--prompt P] [--preset NAME | --checkpoint DIR] [--max-new-tokens N] [--json]
     vlkit weights [--obtain] [--json]
     vlkit demo [--samples DIR] [--out DIR]
+    vlkit attention IMAGE --prompt P --out PNG [--token WORD] [--method M] [--answer TEXT]
     vlkit train --preset NAME --stage align|instruct --data shapes --steps N --out DIR [--resume]
     vlkit serve [--preset NAME | --checkpoint DIR] [--host 127.0.0.1] [--port N] [--api-key KEY] [--max-queue N]
 
@@ -109,6 +110,40 @@ def _weights(args) -> int:
     return 0
 
 
+def _attention(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .attention import capture_attention, plot_attention, plot_token_grid
+
+    model = load_model(args.preset, args.checkpoint)
+    if not model.config.projector_trained:
+        print(UNTRAINED_WARNING, file=sys.stderr)
+    capture = capture_attention(
+        model, [args.image], args.prompt, answer=args.answer, max_new_tokens=args.max_new_tokens
+    )
+    print(f"answer: {capture.answer}")
+    if args.token is None:
+        fig = plot_token_grid(capture, method=args.method, layer=args.layer, head=args.head)
+    else:
+        words = [t.strip().lower() for t in capture.tokens]
+        if args.token.lower() not in words:
+            raise VlkitError(
+                f"the answer has no token {args.token!r}; its tokens are {capture.tokens}: "
+                "pass one of them to --token, or leave --token out for a grid of all"
+            )
+        import matplotlib.pyplot as plt
+
+        index = words.index(args.token.lower())
+        target = capture.images[0]
+        fig, ax = plt.subplots(figsize=(4, 4.3))
+        heat = target.heatmap(index, args.layer, args.head, args.method)
+        plot_attention(target.view, heat, ax=ax, title=f"{args.method}: {capture.tokens[index]!r}")
+    fig.savefig(args.out, dpi=100)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -153,6 +188,10 @@ def _serve(args) -> int:
     return 0
 
 
+def _layer_or_head(value: str):
+    return value if value in ("mean", "max") else int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlkit", description="Small vision-language models you can look inside."
@@ -190,6 +229,23 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--preset", default=None)
     which.add_argument("--checkpoint", default=None)
     m.set_defaults(func=_demo)
+
+    a = sub.add_parser("attention", help="draw where an answer's tokens looked in an image")
+    a.add_argument("image")
+    a.add_argument("--prompt", default="Describe this image briefly.")
+    a.add_argument("--answer", default=None, help="teacher-force this answer instead of generating")
+    a.add_argument("--out", required=True, help="PNG file to write")
+    a.add_argument("--token", default=None, help="one answer word to draw (default: a grid of all)")
+    a.add_argument(
+        "--method", choices=["attention", "gradient", "rollout", "cls"], default="attention"
+    )
+    a.add_argument("--layer", default="mean", type=_layer_or_head)
+    a.add_argument("--head", default="mean", type=_layer_or_head)
+    a.add_argument("--max-new-tokens", type=int, default=24)
+    which = a.add_mutually_exclusive_group()
+    which.add_argument("--preset", default=None)
+    which.add_argument("--checkpoint", default=None)
+    a.set_defaults(func=_attention)
 
     t = sub.add_parser("train", help="train the projector (align) or projector + LoRA (instruct)")
     t.add_argument("--preset", default="small", help="model to start from (ignored with --init)")
