@@ -73,9 +73,10 @@ def plot_attention(
 ):
     """Overlay an (h, w) patch heatmap on an image (array or PIL), stretched to the image's size.
 
-    `clip` caps the colour scale at that percentile of the map: ViTs without registers (DINOv2-S
-    among them) put a large share of attention on a few artifact patches, which would otherwise
-    leave the rest of the map black. `clip=None` shows the raw range.
+    `clip` caps the colour scale at that percentile of the map: a handful of patches often take
+    several times their share of attention (in ViTs without registers, high-norm artifact
+    patches can take most of it), and an uncapped scale would leave the rest of the map black.
+    `clip=None` shows the raw range.
     """
     import matplotlib.pyplot as plt
 
