@@ -192,6 +192,14 @@ def _layer_or_head(value: str):
     return value if value in ("mean", "max") else int(value)
 
 
+def _add_model_choice(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--preset", help="tiny, small or a hub preset (default: the shipped checkpoint, else small)"
+    )
+    which.add_argument("--checkpoint", help="a folder written by save_pretrained / vlkit train")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlkit", description="Small vision-language models you can look inside."
@@ -201,11 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("describe", help="describe one or more images")
     d.add_argument("images", nargs="+", help="image files, http(s) URLs or data URLs")
     d.add_argument("--prompt", default="Describe this image briefly.")
-    which = d.add_mutually_exclusive_group()
-    which.add_argument(
-        "--preset", help="tiny, small or a hub preset (default: the shipped checkpoint, else small)"
-    )
-    which.add_argument("--checkpoint", help="a folder written by save_pretrained / vlkit train")
+    _add_model_choice(d)
     d.add_argument("--max-new-tokens", type=int, default=64)
     d.add_argument("--detail", choices=["low", "high", "auto"], default="auto")
     d.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -225,9 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--samples", default=str(REPO / "data" / "samples"))
     m.add_argument("--out", default="out/demo")
-    which = m.add_mutually_exclusive_group()
-    which.add_argument("--preset", default=None)
-    which.add_argument("--checkpoint", default=None)
+    _add_model_choice(m)
     m.set_defaults(func=_demo)
 
     a = sub.add_parser("attention", help="draw where an answer's tokens looked in an image")
@@ -242,9 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--layer", default="mean", type=_layer_or_head)
     a.add_argument("--head", default="mean", type=_layer_or_head)
     a.add_argument("--max-new-tokens", type=int, default=24)
-    which = a.add_mutually_exclusive_group()
-    which.add_argument("--preset", default=None)
-    which.add_argument("--checkpoint", default=None)
+    _add_model_choice(a)
     a.set_defaults(func=_attention)
 
     t = sub.add_parser("train", help="train the projector (align) or projector + LoRA (instruct)")
@@ -264,9 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     s = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible chat API")
-    which = s.add_mutually_exclusive_group()
-    which.add_argument("--preset", help="tiny, small or a hub preset (default as for describe)")
-    which.add_argument("--checkpoint", help="a folder written by save_pretrained / vlkit train")
+    _add_model_choice(s)
     s.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
     s.add_argument("--port", type=int, default=8000, help="0 = any free port")
     s.add_argument(
