@@ -9,6 +9,16 @@ from vlkit.errors import MessageError, VlkitError
 from vlkit.images import image_to_data_url
 from vlkit.llms import IGNORE_INDEX
 
+# A 2-layer vision tower on 32-px images with 8-px patches: a 4x4 grid, for any ViT family.
+TINY_VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 32,
+    "patch_size": 8,
+}
+
 QA = [
     {"role": "user", "content": "<image>\nwhat colour is the circle ?"},
     {"role": "assistant", "content": "the circle is red ."},
@@ -176,15 +186,7 @@ def test_other_vision_towers_work(model_type, prefix, image):
     from vlkit.config import EncoderConfig
     from vlkit.encoders import VisionEncoder
 
-    hf = {
-        "model_type": model_type,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "image_size": 32,
-        "patch_size": 8,
-    }
+    hf = {"model_type": model_type, **TINY_VISION}
     enc = VisionEncoder(EncoderConfig(source="", hf_config=hf, image_size=32, resize=32))
     out = enc(enc.preprocess(image)[None], output_attentions=True)
     assert out.features.shape == (1, 16, 32)
@@ -207,14 +209,7 @@ def test_hub_style_checkpoints_load_through_the_same_path(family, tmp_path, imag
     from vlkit.config import EncoderConfig, LMConfig, VLMConfig
     from vlkit.tiny import build_word_tokenizer, tiny_vocab
 
-    vision = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "image_size": 32,
-        "patch_size": 8,
-    }
+    vision = TINY_VISION
     text = {
         "hidden_size": 32,
         "intermediate_size": 64,
