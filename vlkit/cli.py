@@ -169,6 +169,10 @@ def _train(args) -> int:
         grad_accum=args.grad_accum,
         lr=args.lr,
         seed=args.seed,
+        warmup_steps=args.warmup_steps,
+        eval_every=args.eval_every,
+        save_every=args.save_every,
+        lora_r=args.lora_r,
     )
     print(f"final model: {final}")
     return 0
@@ -186,6 +190,49 @@ def _serve(args) -> int:
     )
     run_server(model, name, args.host, args.port, args.api_key or None, args.max_queue)
     return 0
+
+
+def _eval(args) -> int:
+    from .evaluate import evaluate
+
+    model = load_model(args.preset, args.checkpoint).eval()
+    if not model.config.projector_trained:
+        print(UNTRAINED_WARNING, file=sys.stderr)
+    kwargs = {"split": args.split, "progress": not args.json}
+    if args.limit is not None:
+        kwargs["limit"] = args.limit
+    result = evaluate(model, args.task, **kwargs)
+    result["model"] = args.checkpoint or model.config.preset
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    if args.json:
+        print(text)
+    else:
+        print(_eval_summary(result))
+    return 0
+
+
+def _eval_summary(result: dict) -> str:
+    lines = [f"{result['task']} ({result['split']}), model {result['model']}"]
+    if result["task"] == "shapes":
+        lines.append(
+            f"  scenes {result['scenes']}, objects {result['objects']}, questions {result['questions']}"
+        )
+        for name, value in result["caption"].items():
+            lines.append(f"  caption {name:<9} {value:6.1%}")
+        lines.append(f"  QA exact match    {result['qa_exact_match']:6.1%}")
+        for name, row in result["qa_by_type"].items():
+            lines.append(f"    {name:<14} {row['accuracy']:6.1%}  (n={row['n']})")
+    elif result["task"] == "photos":
+        lines.append(f"  images {result['images']}")
+        lines.append(f"  BLEU-4  {result['bleu4']:.3f}")
+        lines.append(f"  CIDEr-D {result['cider_d']:.3f}")
+    for example in result.get("examples", [])[:3]:
+        lines.append(f"  truth:     {example['truth']}")
+        lines.append(f"  generated: {example['generated']}")
+    return "\n".join(lines)
 
 
 def _layer_or_head(value: str):
@@ -251,7 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="small", help="model to start from (ignored with --init)")
     t.add_argument("--init", help="start from this checkpoint, e.g. an align run's final/ folder")
     t.add_argument("--stage", choices=["align", "instruct"], default=None, help="default: align")
-    t.add_argument("--data", default="shapes", help="shapes[-caption|-qa|-both], comma-separated")
+    t.add_argument(
+        "--data",
+        default="shapes",
+        help="shapes, photos: each [-caption|-qa|-both][*N], comma-separated",
+    )
     t.add_argument("--train-size", type=int, default=5000, help="training scenes per data set")
     t.add_argument("--val-size", type=int, default=200, help="validation scenes; 0 = none")
     t.add_argument("--steps", type=int, default=None, help="optimizer steps in all (default 1000)")
@@ -261,7 +312,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--grad-accum", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up (default 50)")
+    t.add_argument("--eval-every", type=int, default=None, help="steps between evals (default 100)")
+    t.add_argument("--save-every", type=int, default=None, help="steps between checkpoints (500)")
+    t.add_argument("--lora-r", type=int, default=None, help="instruct: LoRA rank (default 8)")
     t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="score a model on a held-out task (figures as --json)")
+    e.add_argument("--task", required=True, choices=["shapes", "photos"])
+    e.add_argument("--split", default="test", help="test (default) or val")
+    e.add_argument("--limit", type=int, default=None, help="at most this many scenes / images")
+    e.add_argument("--json", action="store_true", help="print every figure as JSON")
+    e.add_argument("--out", help="also write the JSON to this file")
+    _add_model_choice(e)
+    e.set_defaults(func=_eval)
 
     s = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible chat API")
     _add_model_choice(s)

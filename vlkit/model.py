@@ -387,6 +387,29 @@ class VisionLanguageModel(nn.Module):
             details=batch["details"],
         )
 
+    @torch.no_grad()
+    def generate_batch(
+        self, conversations: list[list[dict]], images: list[list], max_new_tokens: int = 64
+    ) -> list[str]:
+        """Greedy answers to several chats at once (one left-padded batch); for evaluation.
+
+        `conversations[i]` holds `<image>` placeholders for the images in `images[i]`. Greedy
+        decoding gives the same answers as `generate` one chat at a time (padding is masked and
+        positions skip it)."""
+        batch = self.prepare(conversations, images, add_generation_prompt=True, padding_side="left")
+        rows: list[list[int]] = [[] for _ in conversations]
+        finished = [False] * len(conversations)
+        eos = self.lm.eos_token_ids
+        for token in self.iter_token_ids(batch, max_new_tokens):
+            for i, tid in enumerate(token.tolist()):
+                if finished[i]:
+                    continue
+                if tid in eos:
+                    finished[i] = True
+                else:
+                    rows[i].append(tid)
+        return [self.lm.decode(ids).strip() for ids in rows]
+
     def stream(self, prompt=DEFAULT_PROMPT, images=None, **kwargs) -> Iterator[str]:
         """Like `generate`, but yields pieces of text as they are decoded (runs in a thread)."""
         import queue

@@ -38,7 +38,9 @@ def _tiny() -> VLMConfig:
 def _small() -> VLMConfig:
     # pixel_shuffle k=2: 16x16 DINOv2 patches -> 64 image tokens, so the CPU spends less on the LM.
     return VLMConfig(
-        encoder=EncoderConfig(source="offline:dinov2-small", image_size=224, resize=256),
+        encoder=EncoderConfig(
+            source="offline:dinov2-small", image_size=224, resize=224
+        ),  # no crop: edges matter
         projector=ProjectorConfig(kind="pixel_shuffle", shuffle_factor=2),
         lm=LMConfig(source="offline:smollm2-135m-instruct"),
         preset="small",

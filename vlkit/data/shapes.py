@@ -188,15 +188,20 @@ class Scene:
             pairs = [(qa.question, qa.answer) for qa in self.qas]
         else:
             raise ConfigError(f"kind={kind!r}: use 'caption' or 'qa'")
-        messages = []
-        for i, (question, answer) in enumerate(pairs):
-            # Only the first turn carries the image; later turns refer back to it.
-            content = f"{image_token}\n{question}" if i == 0 else question
-            messages += [
-                {"role": "user", "content": content},
-                {"role": "assistant", "content": answer},
-            ]
-        return messages
+        return turns(pairs, image_token)
+
+
+def turns(pairs, image_token: str = "<image>") -> list[dict]:
+    """(question, answer) pairs as chat messages; only the first user turn carries the image,
+    later turns refer back to it."""
+    messages = []
+    for i, (question, answer) in enumerate(pairs):
+        content = f"{image_token}\n{question}" if i == 0 else question
+        messages += [
+            {"role": "user", "content": content},
+            {"role": "assistant", "content": answer},
+        ]
+    return messages
 
 
 def position_word(row: int, col: int, grid: int = 3) -> str:
