@@ -184,6 +184,7 @@ def capture_attention(
     answer: str | None = None,
     max_new_tokens: int = 32,
     gradient: bool = True,
+    gradient_tokens: list[int] | None = None,
 ):
     """Attention from each answer token to each image's patches, per LM layer and head.
 
@@ -191,6 +192,8 @@ def capture_attention(
     teacher-forced in one forward pass with eager attention. A token's attention is read at the
     step that *produced* it (the query one position before the token). Each image keeps its own
     maps; with detail='high' only the global view's tokens are mapped (tiles are not drawn).
+    `gradient_tokens` limits the attention x gradient view (one backward pass per token) to these
+    answer-token indices; the others get zeros.
     """
     from .images import load_image
     from .llms import IGNORE_INDEX
@@ -241,10 +244,14 @@ def capture_attention(
             if gradient and positions:
                 grads = torch.zeros_like(stacked)
                 logp = torch.log_softmax(out.logits[0].float(), dim=-1)
+                wanted = set(range(len(token_ids)) if gradient_tokens is None else gradient_tokens)
+                last = max(wanted, default=-1)
                 for i, (q, tid) in enumerate(zip(queries.tolist(), token_ids, strict=True)):
+                    if i not in wanted:
+                        continue
                     for a in atts:
                         a.grad = None
-                    logp[q, tid].backward(retain_graph=i < len(token_ids) - 1)
+                    logp[q, tid].backward(retain_graph=i < last)
                     g = torch.stack(
                         [a.grad[0][:, q][:, image_positions] for a in atts]
                     )  # (layers, heads, sumT)

@@ -229,6 +229,11 @@ def _eval_summary(result: dict) -> str:
         lines.append(f"  images {result['images']}")
         lines.append(f"  BLEU-4  {result['bleu4']:.3f}")
         lines.append(f"  CIDEr-D {result['cider_d']:.3f}")
+    elif result["task"] == "pointing":
+        lines.append(f"  scenes {result['scenes']}, words pointed at {result['words']}")
+        for name, value in result["accuracy"].items():
+            lines.append(f"  {name:<12} {value:6.1%}")
+        lines.append(f"  {'chance':<12} {result['chance']:6.1%}")
     for example in result.get("examples", [])[:3]:
         lines.append(f"  truth:     {example['truth']}")
         lines.append(f"  generated: {example['generated']}")
@@ -319,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="score a model on a held-out task (figures as --json)")
-    e.add_argument("--task", required=True, choices=["shapes", "photos"])
+    e.add_argument("--task", required=True, choices=["shapes", "photos", "pointing"])
     e.add_argument("--split", default="test", help="test (default) or val")
     e.add_argument("--limit", type=int, default=None, help="at most this many scenes / images")
     e.add_argument("--json", action="store_true", help="print every figure as JSON")

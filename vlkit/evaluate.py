@@ -23,7 +23,13 @@ from .errors import VlkitError
 
 CAPTION_PROMPT = "Describe the image."
 ATTRIBUTES = ("colour", "shape", "size", "position")
-TASKS = ("shapes", "photos")
+TASKS = ("shapes", "photos", "pointing")
+POINTING_METHODS = {  # name -> heatmap arguments
+    "last_layer": {"method": "attention", "layer": -1},
+    "mean_layers": {"method": "attention", "layer": "mean"},
+    "gradient": {"method": "gradient", "layer": "mean"},
+    "rollout": {"method": "rollout"},
+}
 
 
 # ---- batched answers ---------------------------------------------------------------------------
@@ -274,10 +280,123 @@ def evaluate_photos(
     }
 
 
+# ---- pointing game -----------------------------------------------------------------------------
+def _token_spans(tokenizer, ids: list[int]) -> list[tuple[int, int]]:
+    """Character span of each token in the decoded text (by decoding growing prefixes)."""
+    spans, previous = [], 0
+    for i in range(len(ids)):
+        end = len(tokenizer.decode(ids[: i + 1]))
+        spans.append((previous, end))
+        previous = end
+    return spans
+
+
+def pointing_targets(tokenizer, token_ids: list[int], scene, config: ShapesConfig) -> list[tuple]:
+    """(answer-token index, object index, word) for each colour or shape word of a scene caption.
+
+    The caption names the objects in order, each with exactly one colour and one shape word, so
+    the k-th colour word (and the k-th shape word) is about object k. A word split into several
+    tokens is pointed to by its first token (the step that commits to the word)."""
+    text = tokenizer.decode(token_ids)
+    spans = _token_spans(tokenizer, token_ids)
+    targets = []
+    for vocabulary in (set(config.colours), set(config.shapes)):
+        k = 0
+        for m in re.finditer(r"[a-z]+", text.lower()):
+            if m.group() not in vocabulary:
+                continue
+            token = next(
+                (i for i, (a, b) in enumerate(spans) if b > m.start() and a < m.end()), None
+            )
+            if token is not None and k < len(scene.objects):
+                targets.append((token, k, m.group()))
+            k += 1
+    return sorted(targets)
+
+
+def patch_hits(mask, grid: tuple[int, int]):
+    """(h, w) bool: which patches have their centre pixel inside `mask` (S, S)."""
+    import numpy as np
+
+    h, w = grid
+    size_y, size_x = mask.shape
+    ys = ((np.arange(h) + 0.5) * size_y / h).astype(int)
+    xs = ((np.arange(w) + 0.5) * size_x / w).astype(int)
+    return mask[np.ix_(ys, xs)]
+
+
+def evaluate_pointing(
+    model,
+    split: str = "test",
+    limit: int = 50,
+    progress: bool = True,
+    methods: dict | None = None,
+) -> dict:
+    """The pointing game on shapes scenes: for each colour or shape word of the (teacher-forced)
+    true caption, does the heatmap's peak patch lie on the object the word names?
+
+    A patch counts as on the object if its centre pixel is inside the object's mask; chance is the
+    share of patches that count, i.e. what a peak drawn uniformly at random would score. Reported
+    per method (see POINTING_METHODS) beside chance, over all pointed words."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .attention import capture_attention
+
+    methods = methods or POINTING_METHODS
+    config = ShapesConfig(image_size=max(64, model.config.encoder.image_size))
+    if config.image_size != model.config.encoder.image_size or (
+        model.config.encoder.resize != model.config.encoder.image_size
+    ):
+        raise VlkitError(
+            "the pointing game needs the encoder to see the whole scene unscaled-and-uncropped: "
+            f"encoder image_size={model.config.encoder.image_size}, resize="
+            f"{model.config.encoder.resize}; use a model whose resize equals image_size (>= 64)"
+        )
+    hits = dict.fromkeys(methods, 0)
+    chance = 0.0
+    n = 0
+    by_word = {"colour": 0, "shape": 0}
+    for scene in tqdm(make_split(split, limit, config), desc="pointing game", disable=not progress):
+        capture = capture_attention(model, scene.image, CAPTION_PROMPT, answer=scene.caption,
+                                    gradient=False)  # fmt: skip
+        targets = pointing_targets(model.lm.tokenizer, capture.token_ids, scene, config)
+        if not targets:
+            continue
+        if any(spec["method"] == "gradient" for spec in methods.values()):
+            capture = capture_attention(
+                model, scene.image, CAPTION_PROMPT, answer=scene.caption, gradient=True,
+                gradient_tokens=sorted({t for t, _, _ in targets}),
+            )  # fmt: skip
+        image = capture.images[0]
+        for token, obj, word in targets:
+            on_object = torch.from_numpy(patch_hits(scene.objects[obj].mask, image.grid))
+            chance += float(on_object.float().mean())
+            n += 1
+            by_word["colour" if word in config.colours else "shape"] += 1
+            for name, spec in methods.items():
+                heat = image.heatmap(token=token, **spec)  # (h, w)
+                peak = int(torch.argmax(heat))
+                hits[name] += bool(on_object.flatten()[peak])
+    if n == 0:
+        raise VlkitError("no colour or shape word was found in the captions: nothing to point at")
+    return {
+        "task": "pointing",
+        "split": split,
+        "scenes": limit,
+        "words": n,
+        "words_by_kind": by_word,
+        "accuracy": {name: hits[name] / n for name in methods},
+        "chance": chance / n,
+    }
+
+
 def evaluate(model, task: str, **kwargs) -> dict:
-    """Run one task by name: shapes or photos."""
+    """Run one task by name: shapes, photos or pointing."""
     if task == "shapes":
         return evaluate_shapes(model, **kwargs)
     if task == "photos":
         return evaluate_photos(model, **kwargs)
+    if task == "pointing":
+        return evaluate_pointing(model, **kwargs)
     raise VlkitError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
