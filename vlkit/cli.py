@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from .config import DEFAULT_PROMPT
 from .errors import VlkitError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -260,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("describe", help="describe one or more images")
     d.add_argument("images", nargs="+", help="image files, http(s) URLs or data URLs")
-    d.add_argument("--prompt", default="Describe this image briefly.")
+    d.add_argument("--prompt", default=DEFAULT_PROMPT)
     _add_model_choice(d)
     d.add_argument("--max-new-tokens", type=int, default=64)
     d.add_argument("--detail", choices=["low", "high", "auto"], default="auto")
@@ -286,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("attention", help="draw where an answer's tokens looked in an image")
     a.add_argument("image")
-    a.add_argument("--prompt", default="Describe this image briefly.")
+    a.add_argument("--prompt", default=DEFAULT_PROMPT)
     a.add_argument("--answer", default=None, help="teacher-force this answer instead of generating")
     a.add_argument("--out", required=True, help="PNG file to write")
     a.add_argument("--token", default=None, help="one answer word to draw (default: a grid of all)")

@@ -19,6 +19,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PROJECTOR_KINDS = ("linear", "mlp", "pixel_shuffle", "resampler")
 DETAILS = ("low", "high", "auto")
+DEFAULT_PROMPT = "Describe the image."  # the caption prompt the shipped checkpoints learned
 
 
 def _check(ok: bool, message: str) -> None:

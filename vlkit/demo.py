@@ -16,11 +16,12 @@ import torch
 
 from .attention import attention_rollout, cls_attention, plot_attention, view_image
 from .cli import UNTRAINED_WARNING, default_checkpoint, load_model
+from .config import DEFAULT_PROMPT
 from .errors import VlkitError
 from .images import load_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".dcm"}
-PROMPT = "Describe this image briefly."
+PROMPT = DEFAULT_PROMPT
 
 
 def _attention_figure(model, image, path: Path) -> None:

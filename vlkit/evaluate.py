@@ -18,10 +18,11 @@ import re
 from collections import Counter
 from itertools import permutations
 
+from .config import DEFAULT_PROMPT
 from .data.shapes import ShapesConfig, make_split, parse_caption
 from .errors import VlkitError
 
-CAPTION_PROMPT = "Describe the image."
+CAPTION_PROMPT = DEFAULT_PROMPT
 ATTRIBUTES = ("colour", "shape", "size", "position")
 TASKS = ("shapes", "photos", "pointing")
 POINTING_METHODS = {  # name -> heatmap arguments

@@ -23,15 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
-from .config import FORMAT_VERSION, VLMConfig
+from .config import DEFAULT_PROMPT, FORMAT_VERSION, VLMConfig
 from .encoders import VisionEncoder
 from .errors import CheckpointError, ConfigError, MessageError, VlkitError
 from .images import load_image
 from .llms import IGNORE_INDEX, LanguageModel
 from .messages import ImageRef, parse_messages
 from .projectors import Projector, build_projector
-
-DEFAULT_PROMPT = "Describe this image briefly."
 
 
 @dataclass
