@@ -2,14 +2,13 @@
 train in each stage, the feature cache, the CLI, and that a short run learns shapes captions."""
 
 import json
-import time
 import warnings
 
 import pytest
 import torch
 
 from vlkit import VisionLanguageModel
-from vlkit.data.shapes import ShapesConfig, iter_split, parse_caption
+from vlkit.data.shapes import ShapesConfig
 from vlkit.datasets import ConversationDataset, ShapesDataset
 from vlkit.errors import TrainingError, VlkitError
 from vlkit.feature_cache import FeatureCache
@@ -23,7 +22,6 @@ from vlkit.train import (
 )
 
 SHAPES64 = ShapesConfig(image_size=64)  # the tiny encoder's size; small scenes draw fast
-STEPS, LR, LOSS_BOUND, COUNT_MARGIN = 600, 1e-2, 0.8, 0.15  # measured: see the learning test
 
 
 @pytest.fixture(autouse=True)
@@ -252,52 +250,3 @@ def test_cli_train_and_resume(tmp_path, capsys):
     assert main(["train", *common[2:], *init, "--steps", "1", "--out", str(tmp_path / "i")]) == 0
     record = VisionLanguageModel.from_pretrained(tmp_path / "i" / "final").config.training
     assert record["stage"] == "instruct" and record["previous"]["stage"] == "align"
-
-
-def test_tiny_learns_shapes_captions(tmp_path):
-    """A short instruct run on captions, then greedy captions of 80 held-out val scenes.
-
-    The tiny LM is random and frozen, and its logits are capped by the final RMSNorm times the
-    tied 0.02-std embeddings (|logit| <~ 1.3), so the projector alone (align) cannot take the loss
-    below ~5.8; LoRA on lm_head lifts that cap, LoRA on q/v lets text attend to the image.
-    Measured (2 shared CPU cores, ~25 steps/s): train loss 6.04 at step 1, ~0.55 over the last
-    20 of 600 steps; captions with the right number of objects 46-52% vs ~19% when scored
-    against the wrong scene (the model's own prior), colours named ~42% vs ~35%.
-    """
-    history = HistoryCallback()
-    cfg = config(
-        tmp_path, stage="instruct", steps=STEPS, batch_size=8, lr=LR, min_lr=LR, warmup_steps=20,
-        max_grad_norm=0, lora_r=32, lora_alpha=64, lora_dropout=0.0,
-        lora_target_modules=["q_proj", "v_proj", "lm_head"],
-    )  # fmt: skip
-    model = tiny_model()
-    start = time.perf_counter()
-    Trainer(model, ShapesDataset("train", 2000, "caption", SHAPES64), None, cfg, [history],
-            progress=False).train()  # fmt: skip
-    seconds = time.perf_counter() - start
-    first, last = history.loss[0], sum(history.loss[-20:]) / 20
-    print(
-        f"\n{STEPS} steps in {seconds:.1f} s ({STEPS / seconds:.1f} steps/s); loss {first:.2f} -> {last:.2f}"
-    )
-    assert first > 5.5 and last < LOSS_BOUND
-
-    val = list(iter_split("val", 80, SHAPES64))
-    parsed = [parse_caption(model.describe(s.image, "Describe the image.", max_new_tokens=56).text)
-              for s in val]  # fmt: skip
-
-    def scores(pairs):  # (right number of objects, share of named colours present in the scene)
-        count = colour = 0.0
-        for objects, scene in pairs:
-            count += len(objects) == len(scene.objects)
-            named = [o["colour"] for o in objects]
-            colour += sum(c in {o.colour for o in scene.objects} for c in named) / max(
-                1, len(named)
-            )
-        return count / len(val), colour / len(val)
-
-    (count, colour) = scores(zip(parsed, val, strict=True))
-    (count0, colour0) = scores(zip(parsed, val[1:] + val[:1], strict=True))  # the wrong scene's
-    print(
-        f"object count right {count:.2f} vs {count0:.2f} (chance); colours {colour:.2f} vs {colour0:.2f}"
-    )
-    assert count > count0 + COUNT_MARGIN
