@@ -3,8 +3,12 @@
 One module-scoped run trains the tiny preset on shapes captions. The tiny model has no pretrained
 parts at all (random encoder, random LM over a word-level vocabulary), so the run puts LoRA on
 every linear layer of the LM: the LM has to learn the caption language as well as read the image.
-The bounds below sit well under what the run reaches (see the closing note of the training issue)
-and far above chance, so a real regression fails them and noise does not.
+Measured on 2 CPU cores (one thread, 76 s for 400 steps): loss 6.06 over the first 20 steps,
+0.68 over the last 50; greedy captions of 60 test scenes get colour 34% (chance 17%), shape 43%
+(25%), size 70% (50%), position 29% (~11%), count 45% (25%). Pointing game on 20 test scenes
+(114 colour and shape words): mean over layers 13.2%, attention x gradient 13.2%, last layer
+0.9%, encoder rollout 10.5% (the same map for every word), chance 2.2%. The bounds below sit
+under those figures and well above chance.
 """
 
 import statistics
