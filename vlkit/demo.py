@@ -129,6 +129,13 @@ def _write_index(out: Path, summary: dict) -> None:
             "pictures are real: they come from the pretrained vision encoder alone.",
             "",
         ]
+    elif summary["model"].rstrip("/").endswith("data/checkpoints/small"):
+        lines += [
+            "The shipped checkpoint is a short CPU run (450 steps on shapes scenes and 117 photos):",
+            "it captions shapes scenes fairly well but its photo descriptions are mostly wrong.",
+            "Its measured figures are in data/checkpoints/README.md.",
+            "",
+        ]
     for r in summary["results"]:
         lines.append(f"## {r['image']}")
         if "error" in r:
