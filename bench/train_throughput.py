@@ -24,9 +24,9 @@ import time
 import torch
 
 from vlkit import VisionLanguageModel
-from vlkit.datasets import ShapesDataset
 from vlkit.data.shapes import ShapesConfig
-from vlkit.train import Callback, Trainer, TrainConfig
+from vlkit.datasets import ShapesDataset
+from vlkit.train import Callback, TrainConfig, Trainer
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, from vendor sheets
 
