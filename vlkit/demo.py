@@ -129,7 +129,7 @@ def _write_index(out: Path, summary: dict) -> None:
             "pictures are real: they come from the pretrained vision encoder alone.",
             "",
         ]
-    elif summary["model"].rstrip("/").endswith("data/checkpoints/small"):
+    elif Path(summary["model"]).resolve() == default_checkpoint():
         lines += [
             "The shipped checkpoint is a short CPU run (450 steps on shapes scenes and 117 photos):",
             "it names shapes scenes partly right (shape 79%, colour 41% of objects) and its photo",
