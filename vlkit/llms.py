@@ -8,6 +8,8 @@ own `LoraConfig` / `get_peft_model`, and comes off through peft's own save forma
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -93,7 +95,8 @@ class LanguageModel(nn.Module):
             raise VlkitError(
                 "this LM already has LoRA adapters; build a fresh model to add new ones"
             )
-        self.model = get_peft_model(self.model, lora_config)
+        with quiet_peft():
+            self.model = get_peft_model(self.model, lora_config)
 
     def base_model(self) -> nn.Module:
         """The Hugging Face model underneath any peft wrapper."""
@@ -203,3 +206,14 @@ class LanguageModel(nn.Module):
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+@contextmanager
+def quiet_peft():
+    """peft reads `is_gradient_checkpointing`, which transformers 5 deprecates with a FutureWarning
+    on every wrap; the warning is about peft's code, not the user's, so keep it out of notebooks."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+        )
+        yield

@@ -522,9 +522,12 @@ class VisionLanguageModel(nn.Module):
         if (path / "adapter").is_dir():
             from peft import PeftModel
 
-            model.lm.model = PeftModel.from_pretrained(
-                model.lm.model, path / "adapter", is_trainable=trainable_lora
-            )
+            from .llms import quiet_peft
+
+            with quiet_peft():
+                model.lm.model = PeftModel.from_pretrained(
+                    model.lm.model, path / "adapter", is_trainable=trainable_lora
+                )
         return model.eval()
 
 
