@@ -24,3 +24,13 @@ def image():
 def image2():
     rng = np.random.default_rng(1)
     return Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared CPU the extra threads
+    spin-wait against other processes (10x slower under load): use one, then restore."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -184,7 +184,7 @@ def capture_attention(
     answer: str | None = None,
     max_new_tokens: int = 32,
     gradient: bool = True,
-    gradient_tokens: list[int] | None = None,
+    gradient_tokens=None,
 ):
     """Attention from each answer token to each image's patches, per LM layer and head.
 
@@ -193,7 +193,8 @@ def capture_attention(
     step that *produced* it (the query one position before the token). Each image keeps its own
     maps; with detail='high' only the global view's tokens are mapped (tiles are not drawn).
     `gradient_tokens` limits the attention x gradient view (one backward pass per token) to these
-    answer-token indices; the others get zeros.
+    answer-token indices, the others getting zeros; it may also be a function of the answer's
+    token ids that returns the indices, for callers that choose tokens by what they are.
     """
     from .images import load_image
     from .llms import IGNORE_INDEX
@@ -244,6 +245,8 @@ def capture_attention(
             if gradient and positions:
                 grads = torch.zeros_like(stacked)
                 logp = torch.log_softmax(out.logits[0].float(), dim=-1)
+                if callable(gradient_tokens):
+                    gradient_tokens = gradient_tokens(token_ids)
                 wanted = set(range(len(token_ids)) if gradient_tokens is None else gradient_tokens)
                 last = max(wanted, default=-1)
                 for i, (q, tid) in enumerate(zip(queries.tolist(), token_ids, strict=True)):

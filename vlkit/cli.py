@@ -235,6 +235,17 @@ def _eval_summary(result: dict) -> str:
         for name, value in result["accuracy"].items():
             lines.append(f"  {name:<12} {value:6.1%}")
         lines.append(f"  {'chance':<12} {result['chance']:6.1%}")
+    elif result["task"] == "lesions":
+        lines.append(
+            f"  images {result['images']}, questions {result['questions']} (spots simulated)"
+        )
+        for name in ("count", "quadrant", "presence", "modality"):
+            row = result[name]
+            if row["n"]:
+                lines.append(
+                    f"  {name:<9} {row['accuracy']:6.1%}  (n={row['n']}, majority-class chance "
+                    f"{row['chance']:.1%})"
+                )
     for example in result.get("examples", [])[:3]:
         lines.append(f"  truth:     {example['truth']}")
         lines.append(f"  generated: {example['generated']}")
@@ -307,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--data",
         default="shapes",
-        help="shapes, photos: each [-caption|-qa|-both][*N], comma-separated",
+        help="shapes, photos, lesions: each [-caption|-qa|-both][*N], comma-separated",
     )
     t.add_argument("--train-size", type=int, default=5000, help="training scenes per data set")
     t.add_argument("--val-size", type=int, default=200, help="validation scenes; 0 = none")
@@ -325,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="score a model on a held-out task (figures as --json)")
-    e.add_argument("--task", required=True, choices=["shapes", "photos", "pointing"])
+    e.add_argument("--task", required=True, choices=["shapes", "photos", "pointing", "lesions"])
     e.add_argument("--split", default="test", help="test (default) or val")
     e.add_argument("--limit", type=int, default=None, help="at most this many scenes / images")
     e.add_argument("--json", action="store_true", help="print every figure as JSON")

@@ -182,6 +182,70 @@ class PhotosDataset(Sequence):
         }
 
 
+class LesionsDataset(Sequence):
+    """Simulated screening (`vlkit.data.lesions`) as examples, drawn on demand from their seeds.
+
+    The spots are SIMULATED (painted onto a real fundus photograph), not clinical findings. Of the
+    `n` records of a split, a share `modality_fraction` (spread evenly: with 0.2, every fifth) are
+    modality images: a real CT, MRI, ultrasound, pathology or fundus image with the caption "An
+    MRI scan." (a fundus image has its scene's caption) and the question "What kind of image is
+    this?" (after its scene's questions, for a fundus image). The others are lesion scenes with a
+    caption and the count, presence and (with exactly one spot) quadrant questions. kind as for
+    `ShapesDataset`; with kind "qa" each record asks its questions in its own order.
+    """
+
+    def __init__(
+        self,
+        split: str = "train",
+        n: int = 1000,
+        kind: str = "caption",
+        config=None,
+        modality_fraction: float = 0.2,
+    ):
+        from .data.lesions import LesionsConfig
+
+        if kind not in SHAPES_KINDS:
+            raise VlkitError(f"kind={kind!r}: use one of {', '.join(SHAPES_KINDS)}")
+        if not 0 <= modality_fraction <= 1:
+            raise VlkitError(f"modality_fraction={modality_fraction!r}: use a share in [0, 1]")
+        self.seeds = split_seeds(split, n)
+        self.kinds = ["caption", "qa"] if kind == "both" else [kind]
+        self.config = config or LesionsConfig()
+        self.modality_fraction = modality_fraction
+        self.name = f"lesions:{split}:{kind}"
+
+    def __len__(self) -> int:
+        return len(self.seeds) * len(self.kinds)
+
+    def is_modality(self, record_index: int) -> bool:
+        """Whether record `record_index` is a modality image (else a lesion scene)."""
+        f = self.modality_fraction
+        return int((record_index + 1) * f) > int(record_index * f)
+
+    def record(self, record_index: int):
+        """The `LesionScene` or `ModalityImage` behind record `record_index`."""
+        from .data.lesions import make_modality_image
+        from .data.lesions import make_scene as make_lesion_scene
+
+        seed = self.seeds[record_index]
+        if self.is_modality(record_index):
+            return make_modality_image(seed, self.config)
+        return make_lesion_scene(seed, self.config)
+
+    def __getitem__(self, index: int) -> dict:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} examples")
+        record_index, kind_index = divmod(index % len(self), len(self.kinds))
+        record = self.record(record_index)
+        if self.kinds[kind_index] == "qa":
+            order = np.random.default_rng([record.seed, 2]).permutation(len(record.qas))
+            record.qas = [record.qas[i] for i in order]
+        return {
+            "conversation": record.to_conversation(self.kinds[kind_index]),
+            "images": [record.image],
+        }
+
+
 def photo_conversation(record: dict, kind: str, image_token: str = "<image>") -> list[dict]:
     """Chat messages for one photo record, shaped like the shapes world's (image in turn one)."""
     if kind == "caption":
@@ -191,14 +255,15 @@ def photo_conversation(record: dict, kind: str, image_token: str = "<image>") ->
     return turns(pairs, image_token)
 
 
-DATA_NAMES = "shapes or photos, each optionally -caption, -qa or -both and *N to repeat"
+DATA_NAMES = "shapes, photos or lesions, each optionally -caption, -qa or -both and *N to repeat"
 
 
 def from_spec(
     spec: str, split: str, n: int, default_kind: str = "caption", image_size: int = 224
 ) -> Sequence:
     """Data named on the command line, comma-separated: "shapes" (n scenes of `split`) or "photos"
-    (every record of the split; "val" reads the photos' held-out "test" split), each optionally
+    (every record of the split; "val" reads the photos' held-out "test" split) or "lesions" (n
+    simulated screening records of `split`, see `LesionsDataset`), each optionally
     with a kind suffix (-caption, -qa, -both; else `default_kind`) and a repeat count ("photos*8")."""
     parts = []
     for name in (s.strip() for s in spec.split(",") if s.strip()):
@@ -208,7 +273,11 @@ def from_spec(
             repeat = int(times) if times else 1
         except ValueError:
             repeat = 0
-        if base not in ("shapes", "photos") or (kind and kind not in SHAPES_KINDS) or repeat < 1:
+        if (
+            base not in ("shapes", "photos", "lesions")
+            or (kind and kind not in SHAPES_KINDS)
+            or repeat < 1
+        ):
             raise VlkitError(
                 f"unknown data set {name!r}: use {DATA_NAMES}, e.g. 'shapes,photos-caption*8' "
                 "(other formats: vlkit.datasets.load_data)"
@@ -217,6 +286,11 @@ def from_spec(
             part = PhotosDataset(
                 "test" if split != "train" else "train", kind or default_kind, repeat
             )
+        elif base == "lesions":
+            from .data.lesions import LesionsConfig
+
+            config = LesionsConfig(image_size=max(64, image_size))
+            part = LesionsDataset(split, n * repeat, kind or default_kind, config)
         else:
             config = ShapesConfig(image_size=max(64, image_size))  # 64 px keeps shapes >= 3 px
             part = ShapesDataset(split, n * repeat, kind or default_kind, config)

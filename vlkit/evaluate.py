@@ -6,6 +6,9 @@
   exact match (case, surrounding punctuation and a leading article ignored).
 - `evaluate_photos`: captions of the held-out captioned photos against the written caption,
   scored with corpus BLEU-4 and CIDEr-D (both implemented here from their papers' definitions).
+- `evaluate_lesions`: simulated screening (spots painted on a real fundus photograph, not
+  clinical findings): spot count, quadrant and presence, and the modality of real medical
+  images, each beside its majority-class chance.
 
 Everything runs greedy, so the same checkpoint always gives the same figures. `vlkit eval` is the
 command-line face of this module.
@@ -24,7 +27,7 @@ from .errors import VlkitError
 
 CAPTION_PROMPT = DEFAULT_PROMPT
 ATTRIBUTES = ("colour", "shape", "size", "position")
-TASKS = ("shapes", "photos", "pointing")
+TASKS = ("shapes", "photos", "pointing", "lesions")
 POINTING_METHODS = {  # name -> heatmap arguments
     "last_layer": {"method": "attention", "layer": -1},
     "mean_layers": {"method": "attention", "layer": "mean"},
@@ -281,6 +284,187 @@ def evaluate_photos(
     }
 
 
+# ---- simulated screening (lesions) -------------------------------------------------------------
+LESION_TYPES = ("count", "quadrant", "presence", "modality")
+LESION_CHANCE = (
+    "majority class: the share of the evaluated questions whose true answer is the most common "
+    "one, i.e. what always giving that answer would score"
+)
+_NUMBERS = {
+    "zero": 0, "none": 0, "no": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
+    "six": 6, "seven": 7, "eight": 8, "nine": 9,
+}  # fmt: skip
+_MODALITY_WORDS = {  # any of these words (or word pairs) names the modality
+    "ct": ("ct", "computed tomography", "cat scan"),
+    "mri": ("mri", "mr", "magnetic resonance"),
+    "ultrasound": ("ultrasound", "sonogram", "sonography", "echo", "echocardiogram", "doppler"),
+    "fundus": ("fundus", "retina", "retinal", "fundoscopy", "ophthalmoscopy"),
+    "pathology": (
+        "pathology", "histology", "histopathology", "microscopy", "microscope", "slide",
+        "immunohistochemistry",
+    ),
+}  # fmt: skip
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def read_count(text: str) -> int | None:
+    """The first number in an answer, as digits or a word ("two", "2"); failing that, "none" or
+    "no" is 0 (so "No, there are two." reads 2 and "There are no spots." reads 0)."""
+    words = _words(text)
+    for word in words:
+        if word.isdigit():
+            return int(word)
+        if word in _NUMBERS and word not in ("no", "none"):
+            return _NUMBERS[word]
+    return 0 if any(w in ("no", "none") for w in words) else None
+
+
+def read_quadrant(text: str) -> str | None:
+    """ "upper left" etc. from an answer; "top"/"bottom" count as "upper"/"lower", any order."""
+    words = _words(text)
+    vertical = next((w for w in words if w in ("upper", "top", "lower", "bottom")), None)
+    horizontal = next((w for w in words if w in ("left", "right")), None)
+    if vertical is None or horizontal is None:
+        return None
+    return f"{'upper' if vertical in ('upper', 'top') else 'lower'} {horizontal}"
+
+
+def read_yes_no(text: str) -> str | None:
+    """The first "yes" or "no" in an answer."""
+    return next((w for w in _words(text) if w in ("yes", "no")), None)
+
+
+def read_modality(text: str) -> str | None:
+    """The one modality an answer names (a key of `vlkit.data.lesions.MODALITIES`), or None when
+    it names none or several."""
+    padded = f" {' '.join(_words(text))} "
+    named = [m for m, names in _MODALITY_WORDS.items() if any(f" {n} " in padded for n in names)]
+    return named[0] if len(named) == 1 else None
+
+
+_READERS = {
+    "count": read_count,
+    "quadrant": read_quadrant,
+    "presence": read_yes_no,
+    "modality": read_modality,
+}
+
+
+def score_lesion_answer(question_type: str, answer: str, truth) -> bool:
+    """Whether a generated answer is right: the count (word or digit), the quadrant, yes/no, or
+    the modality (any of its names, and no other modality's) read out of it equals `truth`."""
+    if question_type not in _READERS:
+        raise VlkitError(f"question_type={question_type!r}: use one of {', '.join(LESION_TYPES)}")
+    return _READERS[question_type](answer) == truth
+
+
+def lesion_questions(split: str = "test", limit: int = 200, config=None) -> list[dict]:
+    """The questions `evaluate_lesions` asks: `limit` images of `split`, a quarter of them
+    modality images (at least one when limit >= 2), the rest lesion scenes. Each item holds
+    type, question, answer (the written truth), truth (what `score_lesion_answer` compares
+    with), image and seed."""
+    from .data.lesions import (
+        COUNT_Q,
+        MODALITY_Q,
+        PRESENCE_Q,
+        QUADRANT_Q,
+        make_modality_split,
+    )
+    from .data.lesions import make_split as make_lesion_split
+
+    n_modality = limit // 4 if limit >= 4 else int(limit >= 2)
+    n_scenes = limit - n_modality
+    items = []
+    for scene in make_lesion_split(split, n_scenes, config):
+        truths = {COUNT_Q: ("count", len(scene.spots)), PRESENCE_Q: ("presence", None)}
+        truths[QUADRANT_Q] = ("quadrant", None)
+        for qa in scene.qas:
+            kind, truth = truths[qa.question]
+            items.append(
+                {"type": kind, "question": qa.question, "answer": qa.answer,
+                 "truth": qa.answer if truth is None else truth, "image": scene.image,
+                 "seed": scene.seed}
+            )  # fmt: skip
+    for record in make_modality_split(split, n_modality, config, offset=n_scenes):
+        qa = next(q for q in record.qas if q.question == MODALITY_Q)
+        items.append(
+            {"type": "modality", "question": qa.question, "answer": qa.answer,
+             "truth": record.modality, "image": record.image, "seed": record.seed}
+        )  # fmt: skip
+    return items
+
+
+def score_lesions(items: list[dict], answers: list[str], examples: int = 5) -> dict:
+    """Per question type: accuracy, n, and chance (see LESION_CHANCE) with its majority answer;
+    a type with no questions gets accuracy None. Plus up to `examples` examples, types in turn."""
+    if len(items) != len(answers):
+        raise VlkitError(
+            f"{len(items)} questions but {len(answers)} answers: give one per question"
+        )
+    result: dict = {}
+    for kind in LESION_TYPES:
+        pairs = [(i, a) for i, a in zip(items, answers, strict=True) if i["type"] == kind]
+        truths = Counter(i["answer"] for i, _ in pairs)
+        majority, top = truths.most_common(1)[0] if pairs else (None, 0)
+        right = sum(score_lesion_answer(kind, a, i["truth"]) for i, a in pairs)
+        result[kind] = {
+            "accuracy": right / len(pairs) if pairs else None,
+            "n": len(pairs),
+            "chance": top / len(pairs) if pairs else None,
+            "majority": majority,
+        }
+    seen: Counter = Counter()
+    keyed = []  # (rank within its type, type, index): the first of each type, then the second...
+    for j, item in enumerate(items):
+        keyed.append((seen[item["type"]], LESION_TYPES.index(item["type"]), j))
+        seen[item["type"]] += 1
+    chosen = [j for *_, j in sorted(keyed)][:examples]
+    result["examples"] = [
+        {"type": items[j]["type"], "seed": items[j]["seed"], "question": items[j]["question"],
+         "truth": items[j]["answer"], "generated": answers[j],
+         "right": score_lesion_answer(items[j]["type"], answers[j], items[j]["truth"])}
+        for j in chosen
+    ]  # fmt: skip
+    return result
+
+
+def evaluate_lesions(
+    model,
+    split: str = "test",
+    limit: int = 200,
+    batch_size: int = 8,
+    max_new_tokens: int = 12,
+    progress: bool = True,
+    examples: int = 5,
+) -> dict:
+    """Simulated screening (SIMULATED lesions painted on a real fundus photograph; see
+    `vlkit.data.lesions`): count, quadrant and presence of the spots on the lesion scenes, and
+    the imaging modality of real CT / MRI / ultrasound / pathology / fundus images, each question
+    asked on its own and read leniently (`score_lesion_answer`). `limit` counts images."""
+    from .data.lesions import LesionsConfig
+
+    config = LesionsConfig(image_size=max(64, model.config.encoder.image_size))
+    items = lesion_questions(split, limit, config)
+    answers = _answers(
+        model, [i["question"] for i in items], [i["image"] for i in items], max_new_tokens,
+        batch_size, progress, "lesion questions",
+    )  # fmt: skip
+    scored = score_lesions(items, answers, examples)
+    return {
+        "task": "lesions",
+        "split": split,
+        "images": len({(i["type"] == "modality", i["seed"]) for i in items}),
+        "questions": len(items),
+        **{k: scored[k] for k in LESION_TYPES},
+        "chance_rule": LESION_CHANCE,
+        "simulated": "the spots are painted, not clinical findings",
+        "examples": scored["examples"],
+    }
+
+
 # ---- pointing game -----------------------------------------------------------------------------
 def _token_spans(tokenizer, ids: list[int]) -> list[tuple[int, int]]:
     """Character span of each token in the decoded text (by decoding growing prefixes)."""
@@ -359,16 +543,17 @@ def evaluate_pointing(
     n = 0
     by_word = {"colour": 0, "shape": 0}
     for scene in tqdm(make_split(split, limit, config), desc="pointing game", disable=not progress):
-        capture = capture_attention(model, scene.image, CAPTION_PROMPT, answer=scene.caption,
-                                    gradient=False)  # fmt: skip
+
+        def pointed(token_ids, scene=scene):  # backward passes only for the words we score
+            targets = pointing_targets(model.lm.tokenizer, token_ids, scene, config)
+            return sorted({t for t, _, _ in targets})
+
+        capture = capture_attention(
+            model, scene.image, CAPTION_PROMPT, answer=scene.caption,
+            gradient=any(spec["method"] == "gradient" for spec in methods.values()),
+            gradient_tokens=pointed,
+        )  # fmt: skip
         targets = pointing_targets(model.lm.tokenizer, capture.token_ids, scene, config)
-        if not targets:
-            continue
-        if any(spec["method"] == "gradient" for spec in methods.values()):
-            capture = capture_attention(
-                model, scene.image, CAPTION_PROMPT, answer=scene.caption, gradient=True,
-                gradient_tokens=sorted({t for t, _, _ in targets}),
-            )  # fmt: skip
         image = capture.images[0]
         for token, obj, word in targets:
             on_object = torch.from_numpy(patch_hits(scene.objects[obj].mask, image.grid))
@@ -393,11 +578,13 @@ def evaluate_pointing(
 
 
 def evaluate(model, task: str, **kwargs) -> dict:
-    """Run one task by name: shapes, photos or pointing."""
+    """Run one task by name: shapes, photos, pointing or lesions."""
     if task == "shapes":
         return evaluate_shapes(model, **kwargs)
     if task == "photos":
         return evaluate_photos(model, **kwargs)
     if task == "pointing":
         return evaluate_pointing(model, **kwargs)
+    if task == "lesions":
+        return evaluate_lesions(model, **kwargs)
     raise VlkitError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
