@@ -58,6 +58,7 @@ class JupyterLab:
             "--ServerApp.password=",
             f"--ServerApp.root_dir={self.root}",
             "--LabApp.news_url=",
+            "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: run commands by name
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -104,14 +105,20 @@ class JupyterLab:
 
 
 def open_notebook(page, lab: JupyterLab, notebook: str, timeout_ms: int = 120_000) -> None:
-    """Open `notebook` in Lab, wait for its kernel, and run all cells from the Run menu."""
+    """Open `notebook` in Lab, wait for its kernel, and run all its cells (Run > Run All Cells)."""
     page.goto(lab.url(notebook), timeout=timeout_ms)
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=timeout_ms)
+    # Lab may still ask which kernel to start (it does when the session store is fresh): accept
+    # the preselected one, the notebook's own python3
+    try:
+        page.click(".jp-Dialog .jp-mod-accept", timeout=5_000)
+    except Exception:  # no dialog: the kernel started on its own
+        pass
     # a kernel is ready when the status bar / toolbar indicator says Idle
     page.wait_for_selector(
         ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout_ms
     )
-    page.click(".jp-NotebookPanel .jp-Cell .jp-InputArea-editor")
-    page.keyboard.press("Escape")
-    page.click("#jp-MainMenu >> text=Run")
-    page.click(".lm-Menu >> text=Run All Cells")
+    page.wait_for_function(
+        "window.jupyterapp && window.jupyterapp.commands.hasCommand('notebook:run-all-cells')"
+    )
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")

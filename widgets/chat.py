@@ -7,7 +7,7 @@
 Images come from a file upload (several at once) or a pasted http(s) / data URL; they wait as
 thumbnails until the next question, which takes them along. The answer streams in token by token
 from a worker thread, so the notebook stays responsive and Stop works. The conversation is kept,
-so follow-up questions see the earlier turns; "New chat" forgets it. "Show attention" opens the
+so follow-up questions see the earlier turns; "New chat" forgets it. "Attention" opens the
 attention explorer on the last answer.
 
 Everything a test (or a curious user) needs is in traits: `answer`, `partial`, `history`, `busy`,
@@ -175,7 +175,7 @@ class ImageChat(Panel):
         self.stop_button = button("Stop", "vlkit-chat-stop", "stop", "warning")
         self.new_chat_button = button("New chat", "vlkit-chat-new", "refresh")
         self.attention_button = button(
-            "Show attention",
+            "Attention",
             "vlkit-chat-show-attention",
             "eye",
             tip="where did the last answer look?",
