@@ -58,9 +58,10 @@ def test_layout_is_safetensors_json_and_peft(saved):
         "tokenizer",
         "adapter",
     } <= names
-    assert {"adapter_config.json", "adapter_model.safetensors"} <= {
-        p.name for p in (path / "adapter").iterdir()
-    }
+    assert {p.name for p in (path / "adapter").iterdir()} == {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    }  # and no blank model-card template from peft
     adapter_cfg = json.loads((path / "adapter" / "adapter_config.json").read_text())
     assert adapter_cfg["peft_type"] == "LORA" and adapter_cfg["r"] == 4
     # no LoRA tensors leak into the base LM file

@@ -471,6 +471,8 @@ class VisionLanguageModel(nn.Module):
                 self.lm.tokenizer.save_pretrained(tmp / "tokenizer")
             if self.lm.has_lora:
                 self.lm.model.save_pretrained(tmp / "adapter")
+                # peft also writes a blank model-card template naming this machine's paths
+                (tmp / "adapter" / "README.md").unlink(missing_ok=True)
             if path.exists():
                 old = path.with_name(f".{path.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
