@@ -51,7 +51,7 @@ cell cells tissue stain slide microscope pathology organ brain chest lung lungs 
 image's model vision language token tokens patch patches
 i you he she we they me him her us them my your his our their
 can could will would should may might must
-very quite also just too almost about quadrant quadrants
+very quite also just too almost about
 """.split()
 
 _SYMBOLS = list("0123456789.,;:!?'\"()-/%+")
