@@ -95,6 +95,22 @@ class Panel(W.VBox):
             what = f"checkpoint {checkpoint}" if checkpoint else f"preset {preset or '(default)'}"
             self.status = f"model: {what}, loaded on first use"
 
+    def _load_once(self, lock, checkpoint, prepare=lambda model: model):
+        """self.model, built by the CLI's loader from self.preset / `checkpoint` on first use."""
+        with lock:
+            if self.model is None:
+                from vlkit.cli import load_model
+
+                what = checkpoint or self.preset or "the default model"
+                self.status = f"loading {what}…"
+                try:
+                    self.model = prepare(load_model(self.preset, checkpoint))
+                except Exception:
+                    self.status = f"could not load {what}"
+                    raise
+                self.status = self._model_status()
+            return self.model
+
     @T.observe("error")
     def _show_error(self, change):
         self.error_box.value = error_html(change["new"])
@@ -328,19 +344,7 @@ class ImageChat(Panel):
 
     def load_model(self):
         """The model, loading it first if needed (raises what loading raises)."""
-        with self._load_lock:
-            if self.model is None:
-                from vlkit.cli import load_model
-
-                what = self.checkpoint or self.preset or "the default model"
-                self.status = f"loading {what}…"
-                try:
-                    self.model = load_model(self.preset, self.checkpoint).eval()
-                except Exception:
-                    self.status = f"could not load {what}"
-                    raise
-                self.status = self._model_status()
-        return self.model
+        return self._load_once(self._load_lock, self.checkpoint, lambda model: model.eval())
 
     # ---- asking --------------------------------------------------------------------------
     def _conversation_images(self) -> int:

@@ -504,19 +504,7 @@ class LoRAFineTune(Panel):
 
     def load_model(self):
         """The model, loading it first if needed (raises what loading raises)."""
-        with self._lock:
-            if self.model is None:
-                from vlkit.cli import load_model
-
-                what = self.checkpoint_in or self.preset or "the default model"
-                self.status = f"loading {what}…"
-                try:
-                    self.model = load_model(self.preset, self.checkpoint_in)
-                except Exception:
-                    self.status = f"could not load {what}"
-                    raise
-                self.status = self._model_status()
-            return self.model
+        return self._load_once(self._lock, self.checkpoint_in)
 
     def linear_names(self) -> list[str]:
         """Names of the LM's Linear layers that LoRA can target (the last part of each name)."""
