@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from transformers.utils import logging as hf_logging
+
 from vlkit import VisionLanguageModel
 from vlkit.cli import default_checkpoint
 from vlkit.evaluate import POINTING_METHODS, evaluate_pointing
@@ -27,6 +29,7 @@ def main() -> None:
     parser.add_argument("--tiny-steps", type=int, default=400)
     parser.add_argument("--skip-small", action="store_true")
     args = parser.parse_args()
+    hf_logging.disable_progress_bar()  # the table is the output
 
     results = {}
     start = time.perf_counter()
