@@ -33,7 +33,9 @@ from vlkit.errors import ConfigError, VlkitError
 from vlkit.evaluate import (
     evaluate,
     evaluate_lesions,
+    evaluate_spot_attention,
     lesion_questions,
+    patch_overlap,
     read_count,
     read_modality,
     read_quadrant,
@@ -284,3 +286,86 @@ def test_eval_command_lesions(tiny, monkeypatch, capsys):
     result = json.loads(out[out.index("{") :])
     assert result["task"] == "lesions" and result["images"] == 4
     assert result["presence"]["accuracy"] == result["presence"]["chance"]  # "yes" is the majority
+
+
+# ---- spot attention: how much of the answer's map lies on the painted spot ---------------------
+def test_patch_overlap_marks_every_patch_a_mask_touches():
+    mask = np.zeros((64, 64), bool)
+    mask[15, 15] = True  # last pixel of patch (1, 1) in an 8 x 8 grid of 8-pixel patches
+    mask[16, 40:50] = True  # first row of patches (2, 5) and (2, 6)
+    hits = patch_overlap(mask, (8, 8))
+    assert hits.shape == (8, 8)
+    assert sorted(zip(*np.nonzero(hits), strict=True)) == [(1, 1), (2, 5), (2, 6)]
+    assert not patch_overlap(np.zeros((64, 64), bool), (4, 4)).any()
+
+
+class _WholeView:
+    class config:  # noqa: N801
+        class encoder:  # noqa: N801
+            image_size = 64
+            resize = 64
+
+
+def _fake_capture(place):
+    """A capture_attention stand-in whose every map is `place(spot)` on an 8 x 8 grid."""
+    import torch
+
+    seen = []
+
+    def capture(model, image, prompt, answer, **kwargs):
+        scene = next(s for s in make_split("test", 200, LesionsConfig(image_size=64))
+                     if np.array_equal(np.asarray(s.image), np.asarray(image)))  # fmt: skip
+        assert prompt == QUADRANT_Q and len(scene.spots) == 1
+        assert answer == scene.spots[0].quadrant
+        seen.append(scene)
+        heat = torch.as_tensor(place(scene.spots[0]), dtype=torch.float32)
+
+        class Image:
+            grid = (8, 8)
+
+            def heatmap(self, **spec):
+                return heat
+
+        return type("Capture", (), {"images": [Image()]})()
+
+    return capture, seen
+
+
+def test_spot_attention_on_the_spot_and_flat(monkeypatch):
+    capture, seen = _fake_capture(lambda spot: patch_overlap(spot.mask, (8, 8)) * 5.0)
+    monkeypatch.setattr("vlkit.attention.capture_attention", capture)
+    result = evaluate_spot_attention(_WholeView(), limit=5, progress=False)
+    assert result["scenes"] == 5 and len(seen) == 5
+    assert all(v == pytest.approx(1.0) for v in result["on_spot"].values())
+    area = np.mean([patch_overlap(s.spots[0].mask, (8, 8)).mean() for s in seen])
+    assert result["area"] == pytest.approx(area) and 0 < area < 0.2
+    assert all(r == pytest.approx(1 / area) for r in result["ratio"].values())
+
+    capture, _ = _fake_capture(lambda spot: np.ones((8, 8)))  # a flat map
+    monkeypatch.setattr("vlkit.attention.capture_attention", capture)
+    flat = evaluate_spot_attention(_WholeView(), limit=5, progress=False)
+    assert all(v == pytest.approx(area) for v in flat["on_spot"].values())
+    assert all(r == pytest.approx(1.0) for r in flat["ratio"].values())
+
+
+def test_spot_attention_runs_on_tiny_and_from_the_command_line(tiny, capsys):
+    result = evaluate(tiny, "spot-attention", limit=3, progress=False)
+    assert result["task"] == "spot-attention" and result["scenes"] == 3
+    assert set(result["on_spot"]) == {"last_layer", "mean_layers", "gradient", "rollout"}
+    for name, share in result["on_spot"].items():
+        assert 0 <= share <= 1
+        assert result["ratio"][name] == pytest.approx(share / result["area"])
+    assert main(["eval", "--task", "spot-attention", "--preset", "tiny", "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "one-spot scenes 2" in out and "x a flat map" in out
+
+
+def test_spot_attention_refuses_a_cropping_encoder():
+    class Cropping:
+        class config:  # noqa: N801
+            class encoder:  # noqa: N801
+                image_size = 64
+                resize = 72
+
+    with pytest.raises(VlkitError, match="resize equals image_size"):
+        evaluate_spot_attention(Cropping(), limit=2, progress=False)

@@ -246,6 +246,16 @@ def _eval_summary(result: dict) -> str:
                     f"  {name:<9} {row['accuracy']:6.1%}  (n={row['n']}, majority-class chance "
                     f"{row['chance']:.1%})"
                 )
+    elif result["task"] == "spot-attention":
+        lines.append(
+            f"  one-spot scenes {result['scenes']} (spots simulated); the patches touching the "
+            f"spot cover {result['area']:.1%} of the image"
+        )
+        for name, value in result["on_spot"].items():
+            lines.append(
+                f"  {name:<12} {value:6.1%} of the map on the spot ({result['ratio'][name]:.1f}x "
+                "a flat map)"
+            )
     for example in result.get("examples", [])[:3]:
         lines.append(f"  truth:     {example['truth']}")
         lines.append(f"  generated: {example['generated']}")
@@ -336,7 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="score a model on a held-out task (figures as --json)")
-    e.add_argument("--task", required=True, choices=["shapes", "photos", "pointing", "lesions"])
+    e.add_argument(
+        "--task", required=True,
+        choices=["shapes", "photos", "pointing", "lesions", "spot-attention"],
+    )  # fmt: skip
     e.add_argument("--split", default="test", help="test (default) or val")
     e.add_argument("--limit", type=int, default=None, help="at most this many scenes / images")
     e.add_argument("--json", action="store_true", help="print every figure as JSON")

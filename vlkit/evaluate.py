@@ -27,7 +27,7 @@ from .errors import VlkitError
 
 CAPTION_PROMPT = DEFAULT_PROMPT
 ATTRIBUTES = ("colour", "shape", "size", "position")
-TASKS = ("shapes", "photos", "pointing", "lesions")
+TASKS = ("shapes", "photos", "pointing", "lesions", "spot-attention")
 POINTING_METHODS = {  # name -> heatmap arguments
     "last_layer": {"method": "attention", "layer": -1},
     "mean_layers": {"method": "attention", "layer": "mean"},
@@ -510,6 +510,19 @@ def patch_hits(mask, grid: tuple[int, int]):
     return mask[np.ix_(ys, xs)]
 
 
+def _whole_view_size(model, what: str) -> int:
+    """The encoder's image size, after checking that it sees a square scene of that size whole
+    (no resize, no crop), so that a scene's pixel masks line up with the patch grid."""
+    enc = model.config.encoder
+    if enc.image_size < 64 or enc.resize != enc.image_size:
+        raise VlkitError(
+            f"{what} needs the encoder to see the whole scene unscaled and uncropped: encoder "
+            f"image_size={enc.image_size}, resize={enc.resize}; use a model whose resize equals "
+            "image_size (>= 64)"
+        )
+    return enc.image_size
+
+
 def evaluate_pointing(
     model,
     split: str = "test",
@@ -529,15 +542,7 @@ def evaluate_pointing(
     from .attention import capture_attention
 
     methods = methods or POINTING_METHODS
-    config = ShapesConfig(image_size=max(64, model.config.encoder.image_size))
-    if config.image_size != model.config.encoder.image_size or (
-        model.config.encoder.resize != model.config.encoder.image_size
-    ):
-        raise VlkitError(
-            "the pointing game needs the encoder to see the whole scene unscaled-and-uncropped: "
-            f"encoder image_size={model.config.encoder.image_size}, resize="
-            f"{model.config.encoder.resize}; use a model whose resize equals image_size (>= 64)"
-        )
+    config = ShapesConfig(image_size=_whole_view_size(model, "the pointing game"))
     hits = dict.fromkeys(methods, 0)
     chance = 0.0
     n = 0
@@ -577,8 +582,82 @@ def evaluate_pointing(
     }
 
 
+def patch_overlap(mask, grid: tuple[int, int]):
+    """(h, w) bool: which patches contain at least one pixel of `mask` (S, S)."""
+    import numpy as np
+
+    h, w = grid
+    size_y, size_x = mask.shape
+    ys = np.linspace(0, size_y, h + 1).round().astype(int)
+    xs = np.linspace(0, size_x, w + 1).round().astype(int)
+    return np.array(
+        [[mask[ys[i] : ys[i + 1], xs[j] : xs[j + 1]].any() for j in range(w)] for i in range(h)]
+    )
+
+
+def evaluate_spot_attention(
+    model,
+    split: str = "test",
+    limit: int = 40,
+    progress: bool = True,
+    methods: dict | None = None,
+) -> dict:
+    """How much of the answer's attention falls on the painted spot (simulated screening set).
+
+    On held-out lesion scenes with exactly one spot, the true answer to "In which quadrant is the
+    spot?" is teacher-forced and each method's map is averaged over the answer's tokens. Reported
+    per method: the mean share of the map's weight on the patches that touch the spot
+    (`on_spot`), beside the mean share of the image those patches cover (`area`, what a flat map
+    would put there), and their ratio (`ratio`: 1 = no preference for the spot). This is the
+    energy-based form of the pointing game; it suits the spots, which are smaller than one
+    image token, better than asking where a map's single peak lies. `limit` counts scenes."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .attention import capture_attention
+    from .data.lesions import QUADRANT_Q, LesionsConfig, make_scene, split_seeds
+
+    methods = methods or POINTING_METHODS
+    config = LesionsConfig(image_size=_whole_view_size(model, "spot attention"))
+    mass = dict.fromkeys(methods, 0.0)
+    area = 0.0
+    n = 0
+    bar = tqdm(total=limit, desc="spot attention", disable=not progress)
+    for seed in split_seeds(split, 8 * limit + 20):  # about 30% of scenes have exactly one spot
+        if n == limit:
+            break
+        scene = make_scene(seed, config)
+        if len(scene.spots) != 1:
+            continue
+        spot = scene.spots[0]
+        capture = capture_attention(
+            model, scene.image, QUADRANT_Q, answer=spot.quadrant,
+            gradient=any(spec["method"] == "gradient" for spec in methods.values()),
+        )  # fmt: skip
+        image = capture.images[0]
+        on_spot = torch.from_numpy(patch_overlap(spot.mask, image.grid))
+        area += float(on_spot.float().mean())
+        for name, spec in methods.items():
+            heat = image.heatmap(**spec).clamp(min=0)  # mean over the answer's tokens
+            mass[name] += float(heat[on_spot].sum() / heat.sum().clamp(min=1e-12))
+        n += 1
+        bar.update(1)
+    bar.close()
+    if n == 0:
+        raise VlkitError(f"no one-spot scene found in the first seeds of split {split!r}")
+    return {
+        "task": "spot-attention",
+        "split": split,
+        "scenes": n,
+        "on_spot": {name: mass[name] / n for name in methods},
+        "area": area / n,
+        "ratio": {name: mass[name] / area for name in methods},
+        "simulated": "the spots are painted, not clinical findings",
+    }
+
+
 def evaluate(model, task: str, **kwargs) -> dict:
-    """Run one task by name: shapes, photos, pointing or lesions."""
+    """Run one task by name: shapes, photos, pointing, lesions or spot-attention."""
     if task == "shapes":
         return evaluate_shapes(model, **kwargs)
     if task == "photos":
@@ -587,4 +666,6 @@ def evaluate(model, task: str, **kwargs) -> dict:
         return evaluate_pointing(model, **kwargs)
     if task == "lesions":
         return evaluate_lesions(model, **kwargs)
+    if task == "spot-attention":
+        return evaluate_spot_attention(model, **kwargs)
     raise VlkitError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
