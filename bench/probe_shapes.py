@@ -27,23 +27,28 @@ from vlkit.data.shapes import ShapesConfig, make_split
 
 
 @torch.no_grad()
-def features(model, scenes, batch_size=25):
-    """(encoder, projector) features, each (n, 16 * D), pooled to a 4x4 grid."""
-    enc_rows, proj_rows = [], []
+def features(model, scenes, batch_size=25, pools=("mean",)):
+    """{pool: (encoder, projector)} features, each (n, 16 * D), pooled to a 4x4 grid by "mean"
+    and/or "max"; the scenes are encoded once."""
+    rows = {(pool, where): [] for pool in pools for where in ("encoder", "projector")}
+    poolings = {"mean": F.adaptive_avg_pool2d, "max": F.adaptive_max_pool2d}
     for start in range(0, len(scenes), batch_size):
         views = torch.stack(
             [model.encoder.preprocess(s.image) for s in scenes[start : start + batch_size]]
         )
         out = model.encoder(views.to(model.device))
-        h, w = out.grid
         patches = out.features  # (B, h*w, D)
         tokens = model.projector(patches, out.grid)  # (B, T, D_lm)
-        for rows, x in ((enc_rows, patches), (proj_rows, tokens)):
+        for where, x in (("encoder", patches), ("projector", tokens)):
             side = int(round(x.shape[1] ** 0.5))
             grid = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], side, side)  # (B, D, s, s)
-            pooled = F.adaptive_avg_pool2d(grid.float(), 4)  # (B, D, 4, 4)
-            rows.append(pooled.flatten(1).cpu().numpy())
-    return np.concatenate(enc_rows), np.concatenate(proj_rows)
+            for pool in pools:
+                pooled = poolings[pool](grid.float(), 4)  # (B, D, 4, 4)
+                rows[pool, where].append(pooled.flatten(1).cpu().numpy())
+    return {
+        pool: (np.concatenate(rows[pool, "encoder"]), np.concatenate(rows[pool, "projector"]))
+        for pool in pools
+    }
 
 
 def main() -> None:
@@ -62,8 +67,8 @@ def main() -> None:
     config = ShapesConfig(image_size=model.config.encoder.image_size, min_objects=1, max_objects=1)
     train, test = make_split("train", args.train, config), make_split("test", args.test, config)
     start = time.perf_counter()
-    train_enc, train_proj = features(model, train)
-    test_enc, test_proj = features(model, test)
+    train_enc, train_proj = features(model, train)["mean"]
+    test_enc, test_proj = features(model, test)["mean"]
     print(f"{args.checkpoint or args.preset}: {len(train)} train / {len(test)} test single-object "
           f"scenes, features in {time.perf_counter() - start:.0f} s")  # fmt: skip
     labels = {
