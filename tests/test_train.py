@@ -250,3 +250,29 @@ def test_cli_train_and_resume(tmp_path, capsys):
     assert main(["train", *common[2:], *init, "--steps", "1", "--out", str(tmp_path / "i")]) == 0
     record = VisionLanguageModel.from_pretrained(tmp_path / "i" / "final").config.training
     assert record["stage"] == "instruct" and record["previous"]["stage"] == "align"
+
+
+def test_cli_lora_targets_and_continuing_an_adapter_records_what_was_trained(tmp_path, capsys):
+    from vlkit.cli import main
+
+    common = ["--preset", "tiny", "--train-size", "8", "--val-size", "0", "--batch-size", "2"]
+    first = tmp_path / "first"
+    args = ["--stage", "instruct", "--lora-r", "4", "--lora-targets", "q_proj, o_proj,up_proj"]
+    assert main(["train", *common, *args, "--steps", "1", "--out", str(first)]) == 0
+    model = VisionLanguageModel.from_pretrained(first / "final")
+    assert model.config.training["lora"] == {
+        "r": 4, "alpha": 16, "targets": ["o_proj", "q_proj", "up_proj"]
+    }  # fmt: skip
+    names = [n for n, _ in model.lm.model.named_parameters() if ".lora_A." in n]
+    adapted = {n.split(".lora_A.")[0].rsplit(".", 1)[-1] for n in names}
+    assert adapted == {"q_proj", "o_proj", "up_proj"}
+    # continuing that adapter with other settings: warned, and the record keeps the real adapter
+    again = ["--init", str(first / "final"), "--stage", "instruct", "--lora-r", "16"]
+    with pytest.warns(UserWarning, match=r"already has a LoRA adapter \(r=4"):
+        assert main(["train", *common, *again, "--steps", "1", "--out", str(tmp_path / "b")]) == 0
+    record = VisionLanguageModel.from_pretrained(tmp_path / "b" / "final").config.training
+    assert record["lora"]["r"] == 4 and record["previous"]["lora"]["r"] == 4
+    capsys.readouterr()
+    bad = ["train", *common, "--stage", "instruct", "--lora-targets", " , ", "--out", "x"]
+    assert main(bad) != 0
+    assert "--lora-targets: name LM layers" in capsys.readouterr().err

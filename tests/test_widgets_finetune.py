@@ -245,3 +245,15 @@ def test_stable_css_classes(tiny):
             None,
         )
         assert widget is not None, name
+
+
+def test_a_model_with_an_adapter_trains_that_adapter_as_it_is(tmp_path):
+    from peft import LoraConfig
+
+    model = fresh_tiny()
+    model.lm.add_lora(LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "o_proj"]))
+    tune = LoRAFineTune(model, out_dir=str(tmp_path), lora_r=16, target_modules=("v_proj",))
+    assert "has LoRA adapters (r=4)" in tune.status
+    config = tune.train_config()  # the settings' r and targets would not apply: the adapter's do
+    assert (config.lora_r, config.lora_alpha) == (4, 8)
+    assert config.lora_target_modules == ["o_proj", "q_proj"]

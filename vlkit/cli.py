@@ -153,6 +153,16 @@ def _demo(args) -> int:
     )
 
 
+def _module_list(text: str | None) -> list[str] | None:
+    """'q_proj,v_proj' -> ['q_proj', 'v_proj']; None stays None (the default applies)."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise VlkitError("--lora-targets: name LM layers separated by commas, e.g. q_proj,v_proj")
+    return names
+
+
 def _train(args) -> int:
     from .train import run_training
 
@@ -174,6 +184,7 @@ def _train(args) -> int:
         eval_every=args.eval_every,
         save_every=args.save_every,
         lora_r=args.lora_r,
+        lora_target_modules=_module_list(args.lora_targets),
     )
     print(f"final model: {final}")
     return 0
@@ -343,6 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=int, default=None, help="steps between evals (default 100)")
     t.add_argument("--save-every", type=int, default=None, help="steps between checkpoints (500)")
     t.add_argument("--lora-r", type=int, default=None, help="instruct: LoRA rank (default 8)")
+    t.add_argument(
+        "--lora-targets",
+        default=None,
+        help="instruct: LM layers to adapt, comma-separated (default q_proj,v_proj); "
+        "all of SmolLM2's linear layers: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+    )
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="score a model on a held-out task (figures as --json)")

@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import statistics
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,9 +291,32 @@ class Trainer:
                         target_modules=cfg.lora_target_modules,
                     )
                 )
+            else:  # continue the checkpoint's own adapter: its rank and modules win
+                have = self._adapter()
+                if (have["r"], sorted(have["targets"])) != (
+                    cfg.lora_r,
+                    sorted(cfg.lora_target_modules),
+                ):
+                    warnings.warn(
+                        f"the model already has a LoRA adapter (r={have['r']} on "
+                        f"{', '.join(have['targets'])}); training continues it, so lora_r="
+                        f"{cfg.lora_r} and lora_target_modules={cfg.lora_target_modules} are not "
+                        "used. Start from a checkpoint without an adapter (e.g. an align run) "
+                        "for a new one.",
+                        stacklevel=3,
+                    )
             for name, p in model.lm.model.named_parameters():
                 if "lora_" in name:
                     p.requires_grad_(True)
+
+    def _adapter(self) -> dict:
+        """The LM's LoRA adapter as trained: rank, alpha and target modules."""
+        peft_config = self.model.lm.model.peft_config["default"]
+        return {
+            "r": peft_config.r,
+            "alpha": peft_config.lora_alpha,
+            "targets": sorted(peft_config.target_modules),
+        }
 
     def _param_groups(self) -> list[dict]:
         cfg = self.config
@@ -456,11 +480,7 @@ class Trainer:
             "val_loss": self.last_val_loss,
         }
         if cfg.stage == "instruct":
-            record["lora"] = {
-                "r": cfg.lora_r,
-                "alpha": cfg.lora_alpha,
-                "targets": cfg.lora_target_modules,
-            }
+            record["lora"] = self._adapter()  # what was trained, not what was asked for
         if self._previous:
             record["previous"] = self._previous
         self.model.config.training = record

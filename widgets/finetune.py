@@ -744,6 +744,12 @@ class LoRAFineTune(Panel):
     def train_config(self) -> TrainConfig:
         """The TrainConfig the settings describe (raises ConfigError on a bad value)."""
         steps = self.steps.value
+        lora = {"lora_r": self.r.value, "lora_alpha": self.alpha.value}
+        lora["lora_target_modules"] = self.target_list()
+        if self.model is not None and self.model.lm.has_lora:  # training continues that adapter
+            have = self.model.lm.model.peft_config["default"]
+            lora = {"lora_r": have.r, "lora_alpha": have.lora_alpha}
+            lora["lora_target_modules"] = sorted(have.target_modules)
         return TrainConfig(
             stage="instruct",
             steps=steps,
@@ -751,10 +757,8 @@ class LoRAFineTune(Panel):
             lr=self.lr.value,
             min_lr=min(1e-5, self.lr.value),
             warmup_steps=min(50, steps // 10),
-            lora_r=self.r.value,
-            lora_alpha=self.alpha.value,
             lora_dropout=self.dropout.value,
-            lora_target_modules=self.target_list(),
+            **lora,
             eval_every=self.eval_every.value,
             eval_batches=5,
             save_every=0,  # the checkpoint is written at the end, and when stopped
