@@ -92,3 +92,30 @@ def test_notebooks_run_in_tiny_mode():
     plain = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)  # drop colour codes
     tail = plain[-6000:]
     assert result.returncode == 0, f"nbval failed (exit {result.returncode}):\n{tail}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_figure_has_a_numbered_caption(path):
+    """Each cell that shows a matplotlib figure is followed, before the next figure, by a markdown
+    caption "*Figure N.*", numbered 1, 2, ... through the notebook."""
+    cells = _cells(path)
+    figures = 0
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] != "code":
+            continue
+        shown = _source(cell).count("plt.show()")
+        if not shown:
+            continue
+        assert shown == 1, f"{path.name} cell {i}: one figure per cell, so each gets its caption"
+        figures += 1
+        text = ""
+        for later in cells[i + 1 :]:
+            if later["cell_type"] == "code" and "plt.show()" in _source(later):
+                break
+            if later["cell_type"] == "markdown":
+                text += _source(later)
+        numbers = [int(n) for n in re.findall(r"\*Figure (\d+)\.\*", text)]
+        assert numbers[:1] == [figures], (
+            f"{path.name} cell {i}: figure {figures} needs a caption '*Figure {figures}.*' in the "
+            f"markdown after it (found {numbers or 'none'})"
+        )
