@@ -14,7 +14,7 @@ from PIL import Image
 
 from vlkit import VisionLanguageModel
 from vlkit.widgets import LoRAFineTune
-from vlkit.widgets.finetune import extract_zip, split_data
+from vlkit.widgets.finetune_data import extract_zip, split_data
 
 SMALL_RUN = dict(
     steps=4, batch_size=2, train_size=8, val_size=4, eval_every=2, eval_limit=1, n_compare=2
