@@ -36,6 +36,17 @@ def upload(chat, *files):
     chat.upload.set_state({"value": value})
 
 
+def turn_images(html_text: str) -> list[tuple[str, tuple[int, int]]]:
+    """(title, decoded PNG size) of each image shown beside a question."""
+    import re
+
+    found = re.findall(
+        r'<img class="vlkit-chat-turn-image" src="data:image/png;base64,([^"]+)" title="([^"]*)"',
+        html_text,
+    )
+    return [(title, Image.open(io.BytesIO(base64.b64decode(data))).size) for data, title in found]
+
+
 @pytest.fixture
 def chat(tiny):
     return ImageChat(tiny, max_new_tokens=12)
@@ -71,6 +82,9 @@ def test_upload_describe_streams_and_records_history(chat, image, image2):
     assert chat.n_images == 0  # the images went with the question
     assert [t["role"] for t in chat.history] == ["user", "assistant"]
     assert chat.history[0]["images"] == ["a.png", "b.png"]
+    shown = turn_images(chat.answer_area.value)  # the question's images, beside it
+    assert [name for name, _ in shown] == ["a.png", "b.png"]
+    assert all(max(size) == 48 for _, size in shown)  # small copies, not the uploads
 
     chat.prompt.value = "what colour is it?"
     chat.ask_button.click()
@@ -78,9 +92,12 @@ def test_upload_describe_streams_and_records_history(chat, image, image2):
     assert len(chat.history) == 4 and chat.history[2]["text"] == "what colour is it?"
     assert chat.prompt.value == ""
     assert "what colour is it?" in chat.transcript.value + chat.answer_area.value
+    assert [name for name, _ in turn_images(chat.transcript.value)] == ["a.png", "b.png"]
+    assert turn_images(chat.answer_area.value) == []  # the follow-up had no new image
 
     chat.new_chat_button.click()
     assert chat.history == [] and chat.answer == ""
+    assert turn_images(chat.transcript.value + chat.answer_area.value) == []
 
 
 def test_corrupt_upload_then_valid_describe_still_works(chat, image):

@@ -17,6 +17,7 @@ a short message in `error` (shown in red), never as a traceback, and the widget 
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import threading
@@ -29,6 +30,7 @@ from vlkit.config import DEFAULT_PROMPT, DETAILS
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # larger uploads are refused before they are decoded
 THUMB_PX = 96  # thumbnail side
+TURN_THUMB_PX = 48  # height of an image beside its question in the transcript
 ERROR_STYLE = "color:#b91c1c;font-weight:500"
 
 
@@ -71,6 +73,20 @@ def thumbnail_png(image, side: int = THUMB_PX) -> bytes:
     buffer = io.BytesIO()
     thumb.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _data_url(image) -> str:
+    """A small PNG of `image` as a data URL, to show beside its question in the transcript."""
+    return "data:image/png;base64," + base64.b64encode(thumbnail_png(image, TURN_THUMB_PX)).decode()
+
+
+def _turn_images(urls: list[str], names: list[str]) -> str:
+    tags = "".join(
+        f'<img class="vlkit-chat-turn-image" src="{url}" title="{html.escape(name)}" '
+        f'style="height:{TURN_THUMB_PX}px;margin:2px 4px 0 0;vertical-align:top">'
+        for url, name in zip(urls, names, strict=True)
+    )
+    return f"<div>{tags}</div>" if tags else ""
 
 
 def _model_name(model, preset, checkpoint) -> str:
@@ -150,6 +166,8 @@ class ImageChat(Panel):
         self.max_new_tokens, self.max_upload_bytes = max_new_tokens, max_upload_bytes
         self._pending: list[tuple[object, str]] = []  # (PIL image, name) for the next turn
         self._messages: list[dict] = []  # chat-completions messages, images as PIL parts
+        self._turn_thumbs: dict[int, list[str]] = {}  # history index -> small PNG data URLs
+        self._asking: tuple[list[str], list[str]] = ([], [])  # the current question's images
         self._last: tuple[list, str, str] | None = None  # (images, prompt, answer) of last turn
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -264,16 +282,19 @@ class ImageChat(Panel):
 
     def _render_transcript(self):
         rows = []
-        for turn in self.history:
+        for index, turn in enumerate(self.history):
             who = "You" if turn["role"] == "user" else "Model"
             extra = f" <i>[{len(turn['images'])} image(s)]</i>" if turn.get("images") else ""
-            rows.append(f"<div><b>{who}:</b> {html.escape(turn['text'])}{extra}</div>")
+            urls = self._turn_thumbs.get(index, [])
+            thumbs = _turn_images(urls, turn.get("images", []) if urls else [])
+            rows.append(f"<div><b>{who}:</b> {html.escape(turn['text'])}{extra}{thumbs}</div>")
         self.transcript.value = "".join(rows)
 
     def _render_answer(self, question: str, text: str, note: str = ""):
         note_html = f' <i style="color:#888">{html.escape(note)}</i>' if note else ""
+        urls, names = self._asking
         self.answer_area.value = (
-            f"<div><b>You:</b> {html.escape(question)}</div>"
+            f"<div><b>You:</b> {html.escape(question)}{_turn_images(urls, names)}</div>"
             f'<div><b>Model:</b> <span style="white-space:pre-wrap">{html.escape(text)}</span>'
             f"{note_html}</div>"
         )
@@ -374,6 +395,7 @@ class ImageChat(Panel):
             return False
         self.error = ""
         pending, self._pending = self._pending, []
+        self._asking = ([_data_url(image) for image, _ in pending], [name for _, name in pending])
         self._render_thumbnails()
         self._render_transcript()
         self._render_answer(prompt, "", "…")
@@ -437,6 +459,7 @@ class ImageChat(Panel):
             if isinstance(p, dict) and p.get("type") == "image"
         ]
         self._last = (all_images, prompt, text)
+        self._turn_thumbs[len(self.history)] = self._asking[0]
         self.history = [
             *self.history,
             {"role": "user", "text": prompt, "images": [name for _, name in pending]},
@@ -463,7 +486,7 @@ class ImageChat(Panel):
         if self.busy:
             self.error = "still busy: wait, or press Stop, before starting a new chat"
             return
-        self._messages, self._last = [], None
+        self._messages, self._last, self._turn_thumbs = [], None, {}
         self.history, self.answer, self.partial, self.error = [], "", "", ""
         self.transcript.value = self.answer_area.value = ""
         self.explorer = None
