@@ -369,3 +369,5 @@ def test_spot_attention_refuses_a_cropping_encoder():
 
     with pytest.raises(VlkitError, match="resize equals image_size"):
         evaluate_spot_attention(Cropping(), limit=2, progress=False)
+    with pytest.raises(VlkitError, match="at least one scene"):
+        evaluate_spot_attention(_WholeView(), limit=0, progress=False)

@@ -617,6 +617,8 @@ def evaluate_spot_attention(
     from .attention import capture_attention
     from .data.lesions import QUADRANT_Q, LesionsConfig, make_scene, split_seeds
 
+    if not isinstance(limit, int) or limit < 1:
+        raise VlkitError(f"limit={limit!r}: ask for at least one scene, e.g. limit=40")
     methods = methods or POINTING_METHODS
     config = LesionsConfig(image_size=_whole_view_size(model, "spot attention"))
     mass = dict.fromkeys(methods, 0.0)
