@@ -241,3 +241,21 @@ def test_stable_css_classes(chat):
     }
     for cls, widget in wanted.items():
         assert cls in widget._dom_classes
+
+
+def test_answer_observers_see_the_widget_ready(chat, image):
+    """When `answer` (or `history`) changes the widget is no longer busy, so an observer can ask
+    for the explorer or the next answer at once."""
+    seen = []
+
+    def on_answer(change):
+        seen.append((chat.busy, len(chat.history), chat.describe_button.disabled))
+        chat.show_attention()  # what a notebook's observer might do
+
+    chat.observe(on_answer, "answer")
+    chat.add_image(image, "scene.png")
+    chat.describe_button.click()
+    assert chat.wait(30)  # the answer's worker, which started the explorer's before it ended
+    finish(chat)  # the explorer's own worker
+    assert seen == [(False, 2, False)]
+    assert chat.error == "" and chat.explorer is not None

@@ -409,12 +409,15 @@ class ImageChat(Panel):
         return True
 
     def _guarded(self, target, *args):
+        publish = None
         try:
-            target(*args)
+            publish = target(*args)  # may return what to publish once no longer busy
         except Exception as exc:  # the widget must outlive any failure
             self.error = short_error(exc)
         finally:
             self.busy = False
+        if publish is not None:  # observers of answer / history may act at once (e.g. Attention)
+            publish()
 
     def _generate(self, pending, prompt, detail):
         parts = [{"type": "image", "image": img, "detail": detail} for img, _ in pending]
@@ -459,15 +462,19 @@ class ImageChat(Panel):
             if isinstance(p, dict) and p.get("type") == "image"
         ]
         self._last = (all_images, prompt, text)
-        self._turn_thumbs[len(self.history)] = self._asking[0]
-        self.history = [
-            *self.history,
-            {"role": "user", "text": prompt, "images": [name for _, name in pending]},
-            {"role": "assistant", "text": text},
-        ]
-        self._render_answer(prompt, text, note)
-        self.answer = text
-        self.status = f"{self._model_status()} · {info}"
+
+        def publish():
+            self._turn_thumbs[len(self.history)] = self._asking[0]
+            self.history = [
+                *self.history,
+                {"role": "user", "text": prompt, "images": [name for _, name in pending]},
+                {"role": "assistant", "text": text},
+            ]
+            self._render_answer(prompt, text, note)
+            self.answer = text
+            self.status = f"{self._model_status()} · {info}"
+
+        return publish
 
     def stop(self):
         """End the answer being generated (it keeps what was written so far)."""
@@ -515,11 +522,15 @@ class ImageChat(Panel):
             return
         self.status = f"{self._model_status()} · capturing attention…"
         explorer = AttentionExplorer.from_model(self.model, images, prompt, answer=answer)
-        self.explorer = explorer
-        if isinstance(explorer, W.Widget):
-            self.explorer_area.children = (explorer,)
-        else:  # anything else IPython can display
-            out = W.Output()
-            out.append_display_data(explorer)
-            self.explorer_area.children = (out,)
-        self.status = self._model_status()
+
+        def publish():
+            if isinstance(explorer, W.Widget):
+                self.explorer_area.children = (explorer,)
+            else:  # anything else IPython can display
+                out = W.Output()
+                out.append_display_data(explorer)
+                self.explorer_area.children = (out,)
+            self.explorer = explorer
+            self.status = self._model_status()
+
+        return publish
