@@ -47,6 +47,15 @@ def trained(tmp_path_factory):
     """One short run on shapes-qa, shared by the tests that look at its results."""
     out = tmp_path_factory.mktemp("lora")
     tune = LoRAFineTune(fresh_tiny(), data="shapes-qa", out_dir=str(out), **SMALL_RUN)
+    tune.said_done = []  # (running, start disabled) whenever the status says the run is over
+    tune.observe(
+        lambda c: (
+            c["new"].startswith("finished at")
+            and ": checkpoint" in c["new"]
+            and tune.said_done.append((tune.running, tune.start_button.disabled))
+        ),
+        "status",
+    )
     tune.start_button.click()
     finish(tune)
     return tune
@@ -69,6 +78,7 @@ def test_short_run_finishes_and_records_everything(trained):
     assert any(k.startswith("shapes/") for k in tune.evaluation), tune.evaluation
     assert tune.plot.value[:4] == b"\x89PNG"  # the loss plot was drawn
     assert "finished" in tune.status
+    assert tune.said_done == [(False, False)]  # "finished" is said once it is ready again
 
 
 def test_save_adapter_and_merged(trained, tmp_path, image):

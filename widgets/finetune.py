@@ -713,6 +713,7 @@ class LoRAFineTune(Panel):
     def _work(self, config: TrainConfig):
         from vlkit.train import Trainer
 
+        done = ""
         try:
             self.trainer = None
             held = self._held_out()
@@ -746,7 +747,7 @@ class LoRAFineTune(Panel):
             self.after = self._answers(held)
             self._show_compare()
             self._evaluate()
-            self.status = (
+            done = (
                 f"{'stopped' if stopped else 'finished'} at step {self.trainer.step}: "
                 f"checkpoint {final}"
             )
@@ -755,6 +756,8 @@ class LoRAFineTune(Panel):
             self.status = "training failed" if self.trainer is not None else self.status
         finally:
             self.running = False
+        if done:  # said once the widget is ready again, so "finished" means Start and Save work
+            self.status = done
 
     def _evaluate(self):
         figures: dict = {}
