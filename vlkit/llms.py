@@ -98,6 +98,17 @@ class LanguageModel(nn.Module):
         with quiet_peft():
             self.model = get_peft_model(self.model, lora_config)
 
+    def lora_settings(self) -> dict | None:
+        """The adapter's rank, alpha and target modules (sorted), or None without LoRA."""
+        if not self.has_lora:
+            return None
+        config = self.model.peft_config["default"]
+        return {
+            "r": config.r,
+            "alpha": config.lora_alpha,
+            "targets": sorted(config.target_modules),
+        }
+
     def base_model(self) -> nn.Module:
         """The Hugging Face model underneath any peft wrapper."""
         return self.model.get_base_model() if self.has_lora else self.model

@@ -292,11 +292,8 @@ class Trainer:
                     )
                 )
             else:  # continue the checkpoint's own adapter: its rank and modules win
-                have = self._adapter()
-                if (have["r"], sorted(have["targets"])) != (
-                    cfg.lora_r,
-                    sorted(cfg.lora_target_modules),
-                ):
+                have = model.lm.lora_settings()
+                if (have["r"], have["targets"]) != (cfg.lora_r, sorted(cfg.lora_target_modules)):
                     warnings.warn(
                         f"the model already has a LoRA adapter (r={have['r']} on "
                         f"{', '.join(have['targets'])}); training continues it, so lora_r="
@@ -308,15 +305,6 @@ class Trainer:
             for name, p in model.lm.model.named_parameters():
                 if "lora_" in name:
                     p.requires_grad_(True)
-
-    def _adapter(self) -> dict:
-        """The LM's LoRA adapter as trained: rank, alpha and target modules."""
-        peft_config = self.model.lm.model.peft_config["default"]
-        return {
-            "r": peft_config.r,
-            "alpha": peft_config.lora_alpha,
-            "targets": sorted(peft_config.target_modules),
-        }
 
     def _param_groups(self) -> list[dict]:
         cfg = self.config
@@ -480,7 +468,7 @@ class Trainer:
             "val_loss": self.last_val_loss,
         }
         if cfg.stage == "instruct":
-            record["lora"] = self._adapter()  # what was trained, not what was asked for
+            record["lora"] = self.model.lm.lora_settings()  # as trained, not as asked for
         if self._previous:
             record["previous"] = self._previous
         self.model.config.training = record

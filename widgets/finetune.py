@@ -375,8 +375,7 @@ class LoRAFineTune(Panel):
         name = self.checkpoint_in or self.preset or m.config.preset or "model"
         lora = ""
         if m.lm.has_lora:
-            cfg = m.lm.model.peft_config.get("default")
-            lora = f" · has LoRA adapters (r={getattr(cfg, 'r', '?')}): Start trains them on"
+            lora = f" · has LoRA adapters (r={m.lm.lora_settings()['r']}): Start trains them on"
         return f"model: {name}{lora}"
 
     def load_model(self):
@@ -621,12 +620,9 @@ class LoRAFineTune(Panel):
     def train_config(self) -> TrainConfig:
         """The TrainConfig the settings describe (raises ConfigError on a bad value)."""
         steps = self.steps.value
-        lora = {"lora_r": self.r.value, "lora_alpha": self.alpha.value}
-        lora["lora_target_modules"] = self.target_list()
+        lora = {"r": self.r.value, "alpha": self.alpha.value, "targets": self.target_list()}
         if self.model is not None and self.model.lm.has_lora:  # training continues that adapter
-            have = self.model.lm.model.peft_config["default"]
-            lora = {"lora_r": have.r, "lora_alpha": have.lora_alpha}
-            lora["lora_target_modules"] = sorted(have.target_modules)
+            lora = self.model.lm.lora_settings()
         return TrainConfig(
             stage="instruct",
             steps=steps,
@@ -634,8 +630,10 @@ class LoRAFineTune(Panel):
             lr=self.lr.value,
             min_lr=min(1e-5, self.lr.value),
             warmup_steps=min(50, steps // 10),
+            lora_r=lora["r"],
+            lora_alpha=lora["alpha"],
             lora_dropout=self.dropout.value,
-            **lora,
+            lora_target_modules=lora["targets"],
             eval_every=self.eval_every.value,
             eval_batches=5,
             save_every=0,  # the checkpoint is written at the end, and when stopped
