@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from vlkit import VisionLanguageModel
+from vlkit.cli import load_model
 from vlkit.data.lesions import LesionsConfig, make_split
 
 
@@ -33,19 +33,12 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=200)
     args = parser.parse_args()
 
-    model = (
-        VisionLanguageModel.from_pretrained(args.checkpoint)
-        if args.checkpoint
-        else VisionLanguageModel.from_preset(args.preset)
-    ).eval()
+    model = load_model(args.preset, args.checkpoint).eval()  # the CLI's loader
     config = LesionsConfig(image_size=model.config.encoder.image_size)
     train, test = make_split("train", args.train, config), make_split("test", args.test, config)
     start = time.perf_counter()
-    train_f, test_f = (
-        features(model, train, pools=("mean", "max")),
-        features(model, test, pools=("mean", "max")),
-    )
-    feats = {pool: (train_f[pool], test_f[pool]) for pool in ("mean", "max")}
+    train_f = features(model, train, pools=("mean", "max"))
+    test_f = features(model, test, pools=("mean", "max"))
     print(f"{args.checkpoint or args.preset}: {len(train)} train / {len(test)} test screening "
           f"scenes, features in {time.perf_counter() - start:.0f} s")  # fmt: skip
     questions = {
@@ -64,10 +57,8 @@ def main() -> None:
         chance = max(y_test.count(v) for v in set(y_test)) / len(y_test)  # majority class
         scores = []
         for pool, where in columns:
-            (train_enc, train_proj), (test_enc, test_proj) = feats[pool]
-            x_train, x_test = (
-                (train_enc, test_enc) if where == "encoder" else (train_proj, test_proj)
-            )
+            k = 0 if where == "encoder" else 1  # features() gives (encoder, projector)
+            x_train, x_test = train_f[pool][k], test_f[pool][k]
             probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
             probe.fit(x_train[rows_train], y_train)
             scores.append(probe.score(x_test[rows_test], y_test))

@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from vlkit import VisionLanguageModel
+from vlkit.cli import load_model
 from vlkit.data.shapes import ShapesConfig, make_split
 
 
@@ -59,11 +59,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=150)
     args = parser.parse_args()
 
-    model = (
-        VisionLanguageModel.from_pretrained(args.checkpoint)
-        if args.checkpoint
-        else VisionLanguageModel.from_preset(args.preset)
-    ).eval()
+    model = load_model(args.preset, args.checkpoint).eval()  # the CLI's loader
     config = ShapesConfig(image_size=model.config.encoder.image_size, min_objects=1, max_objects=1)
     train, test = make_split("train", args.train, config), make_split("test", args.test, config)
     start = time.perf_counter()
